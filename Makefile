@@ -1,0 +1,43 @@
+# messenger — two commands: `make run` and `make test`.
+SHELL := /bin/sh
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install lint openapi migrate clean bench-store
+
+$(BIN)/python:
+	@PY="$$(scripts/find-python)" && echo "using $$PY" && "$$PY" -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Runtime and test extras resolved in one pip call (pins in setup.cfg).
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m messenger
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python scripts/gen_openapi --check
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+openapi: $(STAMP)
+	$(BIN)/python scripts/gen_openapi
+
+migrate: $(STAMP)
+	$(BIN)/python scripts/migrate
+
+bench-store: $(STAMP)
+	$(BIN)/python scripts/bench_store
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

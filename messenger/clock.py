@@ -1,0 +1,30 @@
+"""Time helpers: UTC, millisecond precision (what both stores keep), ISO-8601 rendering."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    """Current UTC time truncated to milliseconds, so every store round-trips it exactly."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
+
+
+def to_millis(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def from_millis(millis: int) -> datetime:
+    seconds, ms = divmod(int(millis), 1000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=ms * 1000)
+
+
+def isoformat(value: datetime) -> str:
+    """``2026-11-26T12:34:56.789Z``."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

@@ -1,0 +1,51 @@
+"""Shared fixtures: real servers on loopback (mongoeco wire server, the messenger itself)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.processes import MessengerServer, MongoecoServer
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+@pytest.fixture(scope="session")
+def mongoeco() -> Iterator[MongoecoServer]:
+    """One mongoeco wire server for the session; each user of it takes its own database."""
+    server = MongoecoServer()
+    yield server
+    server.close()
+
+
+def unique_db_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def server_env(backend: str, request: pytest.FixtureRequest, tmp_dir: str) -> dict[str, str]:
+    env = {
+        "ENV": "test",
+        "JWT_SECRET": TEST_SECRET,
+        "BCRYPT_ROUNDS": "4",
+        "LOG_LEVEL": "WARNING",
+        "MESSENGER_DATA_DIR": tmp_dir,
+    }
+    if backend == "mongo":
+        mongo: MongoecoServer = request.getfixturevalue("mongoeco")
+        env["MONGO_URL"] = mongo.url
+        env["MONGO_DB"] = unique_db_name(request.module.__name__.rsplit(".", 1)[-1])
+    return env
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mongo"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MessengerServer]:
+    """The messenger running as its own process, on SQLite or on MongoDB (mongoeco)."""
+    tmp_dir = str(tmp_path_factory.mktemp(f"data-{request.param}"))
+    proc = MessengerServer(server_env(request.param, request, tmp_dir)).start()
+    proc.backend = request.param
+    yield proc
+    proc.stop()

@@ -1,0 +1,94 @@
+"""A small HTTP client for the tests: real requests over real sockets to the messenger."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+AsyncHTTPClient.configure(None, max_clients=200)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    @property
+    def error_code(self) -> str:
+        return self.json["error"]["code"]
+
+
+@dataclass
+class Account:
+    user: dict[str, Any]
+    access_token: str
+    refresh_token: str
+    email: str
+    password: str
+
+    @property
+    def id(self) -> str:
+        return self.user["id"]
+
+
+@dataclass
+class Api:
+    base_url: str
+    client: AsyncHTTPClient = field(default_factory=AsyncHTTPClient)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        token: str | None = None,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        hdrs = dict(headers or {})
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        if json is not None:
+            body = orjson.dumps(json)
+            hdrs.setdefault("Content-Type", "application/json")
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = b""
+        req = HTTPRequest(
+            self.base_url + path,
+            method=method,
+            headers=hdrs,
+            body=body,
+            allow_nonstandard_methods=True,
+            request_timeout=30,
+        )
+        resp = await self.client.fetch(req, raise_error=False)
+        if resp.code == 599:
+            raise ConnectionError(f"{method} {path}: {resp.error}")
+        return Response(resp.code, resp.body or b"", dict(resp.headers))
+
+    async def get(self, path: str, **kw: Any) -> Response:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, json: Any = None, **kw: Any) -> Response:
+        return await self.request("POST", path, json, **kw)
+
+    async def register(
+        self, email: str | None = None, password: str = "correct horse battery", name: str = "Ann"
+    ) -> Account:
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        resp = await self.post(
+            "/api/auth/register", {"email": email, "password": password, "display_name": name}
+        )
+        assert resp.status == 201, resp.body
+        body = resp.json
+        return Account(body["user"], body["access_token"], body["refresh_token"], email, password)

@@ -1,0 +1,116 @@
+"""Start and stop the real servers the tests talk to (helper processes on loopback ports)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
+
+
+class MongoecoServer:
+    """A mongoeco wire server in a helper process; ``url(db)`` names a database on it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests/support/mongoeco_server.py"), str(self.port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("ready"):
+            stop(self.proc)
+            raise RuntimeError(f"mongoeco did not start: {line!r}")
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def close(self) -> None:
+        stop(self.proc)
+
+
+class MessengerServer:
+    """``python -m messenger`` in a helper process, serving HTTP on a loopback port."""
+
+    def __init__(self, env: Mapping[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.env = dict(env)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MessengerServer:
+        env = {**os.environ, **self.env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "messenger"], cwd=ROOT, env=env, stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise RuntimeError(f"messenger exited with {self.proc.returncode}: {err}")
+            try:
+                with urllib.request.urlopen(self.base_url + "/api/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        self._drain_stderr()
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("messenger did not become healthy")
+
+    def _drain_stderr(self) -> None:
+        # Keep reading the server's log so a full pipe never blocks it; keep it for failures.
+        import threading
+
+        self.log: list[str] = []
+        stream = self.proc.stderr if self.proc else None
+
+        def pump() -> None:
+            for line in stream or ():
+                self.log.append(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def stop(self) -> int:
+        return stop(self.proc) if self.proc else 0
