@@ -26,6 +26,14 @@ class Response:
     def error_code(self) -> str:
         return self.json["error"]["code"]
 
+    def header(self, name: str, default: str = "") -> str:
+        """A response header, looked up case-insensitively."""
+        lowered = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lowered:
+                return value
+        return default
+
 
 @dataclass
 class Account:
@@ -92,3 +100,30 @@ class Api:
         assert resp.status == 201, resp.body
         body = resp.json
         return Account(body["user"], body["access_token"], body["refresh_token"], email, password)
+
+
+def is_json_response(resp: Response) -> bool:
+    return resp.header("Content-Type").split(";")[0].strip() == "application/json"
+
+
+def expect_error(
+    resp: Response, status: int, code: str, field: str | None = None
+) -> dict[str, Any]:
+    """Assert an error response: status, JSON content type, the envelope, the code (and field).
+
+    Returns the ``error`` object. ``validation_error`` responses must always name a field.
+    """
+    assert resp.status == status, (resp.status, resp.body[:500])
+    assert is_json_response(resp), resp.header("Content-Type")
+    body = resp.json
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), body
+    error = body["error"]
+    assert error.get("code") == code, error
+    assert isinstance(error.get("message"), str) and error["message"], error
+    if code == "validation_error" or field is not None:
+        assert isinstance(error.get("field"), str), error
+    if field is not None:
+        assert error["field"] == field, error
+    if status == 401:
+        assert resp.header("WWW-Authenticate").startswith("Bearer"), resp.headers
+    return error

@@ -1,0 +1,145 @@
+"""The base of every HTTP handler: JSON in and out, body limits, bearer auth, error envelope.
+
+Handlers stay thin: parse and validate input (``messenger.validation``), call a service, render.
+Any ``ApiError`` becomes ``{"error": {"code", "message"}}`` with its status; a store that does
+not answer becomes 503; anything else is a bug and becomes a bare 500 ``internal_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+
+from messenger import validation
+from messenger.errors import (
+    ApiError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from messenger.jsonutil import dumps
+from messenger.store import StoreUnavailable
+from messenger.tokens import ACCESS
+
+if TYPE_CHECKING:
+    from messenger.services import Services
+
+log = logging.getLogger("messenger.http")
+
+
+@tornado.web.stream_request_body
+class BaseHandler(tornado.web.RequestHandler):
+    """JSON API handler. Subclasses set ``requires_auth`` and implement get/post."""
+
+    requires_auth = True
+    user_id: str
+
+    @property
+    def services(self) -> Services:
+        return self.application.services  # type: ignore[attr-defined]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    # -- body ----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        self._body = bytearray()
+        self._body_too_large = False
+        limit = self.services.settings.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            # Stop reading: the connection closes after this response.
+            self.request.connection.set_max_body_size(limit)
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        if self.requires_auth:
+            self.user_id = self._authenticate()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body_too_large:
+            return
+        limit = self.services.settings.max_body_bytes
+        if len(self._body) + len(chunk) > limit:
+            # A chunked body grew past the limit: answer now and stop reading; the handler
+            # method still runs once, finds the request finished, and adds nothing.
+            self._body_too_large = True
+            self._body.clear()
+            error = PayloadTooLarge(f"request body is larger than {limit} bytes")
+            self.send_error(error.status, exc_info=(type(error), error, None))
+            self.request.connection.set_max_body_size(0)
+        else:
+            self._body.extend(chunk)
+
+    def json_body(self) -> dict[str, Any]:
+        if self._body_too_large:
+            limit = self.services.settings.max_body_bytes
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        return validation.parse_json_object(bytes(self._body))
+
+    # -- auth ----------------------------------------------------------------------------
+    def _authenticate(self) -> str:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("a bearer access token is required")
+        return self.services.tokens.decode(token.strip(), ACCESS).user_id
+
+    # -- output --------------------------------------------------------------------------
+    def send_json(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(dumps(body))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = self._api_error(status_code, kwargs.get("exc_info"))
+        self.clear()
+        self.set_status(error.status)
+        if error.status == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="messenger"')
+        if error.status == 413:
+            self.set_header("Connection", "close")
+        self.finish(dumps(error.to_json()))
+
+    @staticmethod
+    def _api_error(status_code: int, exc_info: Any) -> ApiError:
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, ApiError):
+            return exc
+        if isinstance(exc, StoreUnavailable):
+            return ServiceUnavailable("the database is not answering; try again shortly")
+        if status_code == 404:
+            return NotFound("no such resource")
+        if status_code == 405:
+            return MethodNotAllowed("method not allowed on this resource")
+        if isinstance(exc, tornado.web.HTTPError) and 400 <= status_code < 500:
+            return ApiError(exc.log_message or "bad request", code="bad_request")
+        return InternalError("internal server error")
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, ApiError):
+            return
+        if isinstance(value, StoreUnavailable):
+            log.warning("store unavailable during %s %s: %s", self.request.method,
+                        self.request.path, value)
+            return
+        super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(BaseHandler):
+    """Any path no route matches."""
+
+    requires_auth = False
+
+    def prepare(self) -> None:
+        raise NotFound("no such resource")

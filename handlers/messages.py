@@ -1,0 +1,30 @@
+"""GET (history, cursor pagination) and POST (send, idempotent) /api/chats/{chat_id}/messages."""
+
+from __future__ import annotations
+
+from handlers.base import BaseHandler
+from messenger import validation
+
+
+class MessagesHandler(BaseHandler):
+    async def get(self, chat_id: str) -> None:
+        settings = self.services.settings
+        limit = validation.query_int(
+            self.get_query_argument("limit", None),
+            "limit",
+            default=settings.page_size_default,
+            minimum=1,
+            maximum=settings.page_size_max,
+        )
+        before_id = self.get_query_argument("before_id", None)
+        messages, has_more = await self.services.chats.history(
+            self.user_id, chat_id, before_id, limit
+        )
+        self.send_json({"messages": [m.to_json() for m in messages], "has_more": has_more})
+
+    async def post(self, chat_id: str) -> None:
+        body = self.json_body()
+        text = validation.message_text(body, self.services.settings.max_message_length)
+        client_msg_id = validation.client_msg_id(body)
+        result = await self.services.chats.send(self.user_id, chat_id, text, client_msg_id)
+        self.send_json(result.message.to_json(), status=201 if result.created else 200)

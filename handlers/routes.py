@@ -1,0 +1,40 @@
+"""The route table. Paths are written as OpenAPI templates; ``url_specs`` turns them into
+Tornado patterns, and tests/test_openapi.py checks openapi.json covers exactly these."""
+
+from __future__ import annotations
+
+import re
+
+import tornado.web
+
+from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
+from handlers.chats import ChatHandler, ChatReadHandler, ChatsHandler
+from handlers.messages import MessagesHandler
+from handlers.meta import HealthHandler, ReadyHandler, RootHandler
+from handlers.users import MeHandler, UserHandler
+
+ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
+    ("/", RootHandler),
+    ("/api/healthz", HealthHandler),
+    ("/api/readyz", ReadyHandler),
+    ("/api/auth/register", RegisterHandler),
+    ("/api/auth/login", LoginHandler),
+    ("/api/auth/refresh", RefreshHandler),
+    ("/api/users/me", MeHandler),
+    ("/api/users/{user_id}", UserHandler),
+    ("/api/chats", ChatsHandler),
+    ("/api/chats/{chat_id}", ChatHandler),
+    ("/api/chats/{chat_id}/read", ChatReadHandler),
+    ("/api/chats/{chat_id}/messages", MessagesHandler),
+]
+
+_PARAM = re.compile(r"\{(\w+)\}")
+
+
+def to_pattern(template: str) -> str:
+    """``/api/chats/{chat_id}`` -> ``/api/chats/(?P<chat_id>[^/]+)$``."""
+    return _PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", template) + "$"
+
+
+def url_specs() -> list[tornado.web.URLSpec]:
+    return [tornado.web.url(to_pattern(path), handler) for path, handler in ROUTES]

@@ -1,0 +1,94 @@
+"""Assemble the Tornado application and run one server process until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+
+import tornado.httpserver
+import tornado.web
+
+from config import Settings
+from handlers.base import NotFoundHandler
+from handlers.routes import url_specs
+from messenger.services import Services
+
+log = logging.getLogger("messenger")
+access_log = logging.getLogger("messenger.access")
+
+_SECRET_QUERY = re.compile(r"((?:^|&)(?:token|access_token|refresh_token)=)[^&]*")
+SHUTDOWN_GRACE_SECONDS = 5.0
+BODY_CEILING_BYTES = 64 * 1024 * 1024
+
+
+class MessengerApp(tornado.web.Application):
+    def __init__(self, services: Services) -> None:
+        super().__init__(
+            url_specs(),
+            default_handler_class=NotFoundHandler,
+            log_function=log_request,
+            compress_response=False,
+            xsrf_cookies=False,
+            serve_traceback=False,
+        )
+        self.services = services
+
+
+def redact(uri: str) -> str:
+    """Drop token values from a request URI before it reaches a log."""
+    path, sep, query = uri.partition("?")
+    return path + sep + _SECRET_QUERY.sub(r"\1[redacted]", query) if sep else path
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        request = handler.request
+        access_log.log(
+            level,
+            "%d %s %s %.1fms",
+            status,
+            request.method,
+            redact(request.uri or ""),
+            1000.0 * request.request_time(),
+        )
+
+
+def describe_store(settings: Settings) -> str:
+    if settings.uses_mongo:
+        return f"store: MongoDB database {settings.mongo_db!r}"
+    return f"store: embedded SQLite store at {settings.sqlite_path}; set MONGO_URL for MongoDB"
+
+
+async def serve(settings: Settings) -> None:
+    """Run the HTTP server until SIGINT or SIGTERM, then stop cleanly."""
+    services = Services.build(settings)
+    await services.start()
+    app = MessengerApp(services)
+    # Handlers enforce MAX_BODY_BYTES with a JSON 413 (by Content-Length before reading, or as
+    # chunks arrive). This ceiling only bounds what Tornado reads of one chunk before that check.
+    server = tornado.httpserver.HTTPServer(
+        app, max_body_size=BODY_CEILING_BYTES, idle_connection_timeout=60
+    )
+    server.listen(settings.port, settings.host)
+    port = next(iter(server._sockets.values())).getsockname()[1]
+    log.info("messenger listening on http://%s:%d; %s; ENV=%s",
+             settings.host, port, describe_store(settings), settings.env)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("shutting down")
+    server.stop()
+    try:
+        await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
+    except TimeoutError:
+        log.warning("connections still open after %.0fs; closing anyway", SHUTDOWN_GRACE_SECONDS)
+    await services.close()
+    log.info("stopped")

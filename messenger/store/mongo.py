@@ -1,0 +1,672 @@
+"""MongoDB adapter on Motor (``AsyncIOMotorClient``).
+
+Consistency design — no multi-document transactions, no change streams: every guarantee of
+``Store`` rests on single-document atomic updates, unique indexes and idempotent retries.
+
+* Ids are ObjectIds in ``_id`` (and in references: ``member_ids``, ``chat_id``, ``sender_id``,
+  ``user_id``), turned into 24-hex strings at the boundary. A malformed id string given to a read
+  finds nothing (``None``, ``[]``, ``0``); a write that must store a malformed reference raises
+  ``StoreError``.
+* Every write uses the database's write concern (``WriteConcern(w=write_concern)``, ``majority``
+  by default, with ``wtimeout`` so a degraded replica set answers instead of hanging).
+  Connection failures, timeouts, write-concern failures and use of a closed store
+  raise ``StoreUnavailable``; other driver errors raise ``StoreError``.
+* Users: a unique index on ``email`` turns a duplicate insert into ``EmailTaken``.
+* Refresh tokens: ``refresh_tokens`` (``_id`` = jti, TTL index on ``expires_at``) and
+  ``token_families`` (``_id`` = family id, ``revoked``, and the latest ``expires_at`` of its
+  tokens with a TTL index, so neither collection grows without bound). A spend checks the family,
+  then spends with one atomic ``find_one_and_update({_id, spent: False, expires_at > now})``, so of
+  any number of concurrent spends exactly one wins; the others read the token back and report
+  ``REUSED``.
+* Direct chats: a unique partial index on ``direct_key`` (strings only). ``create_chat`` looks the
+  key up, inserts, and on a duplicate-key race returns the chat that won.
+* Messages: ``append_messages`` (1) looks up the batch's ``(sender_id, client_msg_id)`` pairs that
+  are already stored, with one query, and collapses repeats inside the batch; (2) reserves a block
+  of ``n`` seqs with one atomic ``find_one_and_update`` ``$inc`` on the chat, which also ``$max``-es
+  ``last_activity_at``; (3) writes the batch with one ``insert_many(ordered=False)``; (4) moves each
+  sender's read position up with an upserted ``$max``. Steps 1-3 run under an in-process asyncio
+  lock per chat, so within one process seqs are consecutive and a retried ``client_msg_id`` is
+  always seen by step 1. The work runs in a task shielded from the caller's cancellation, so a
+  cancelled request never leaves a reserved seq unused.
+  Unique indexes on ``(chat_id, seq)`` and on ``(chat_id, sender_id, client_msg_id)`` (partial:
+  string ``client_msg_id`` only) are the last word across processes: if another process stored
+  the same ``client_msg_id`` between steps 1 and 3, ``insert_many`` reports a duplicate key and the
+  draft returns that original message (``created=False``). **That cross-process race, and a crash
+  (or outage) between reserving seqs and inserting, are the only ways a gap in a chat's seqs can
+  appear**; seqs are never duplicated. Because the chat's ``last_seq`` moves before its messages
+  land, a reader can briefly see ``last_seq`` (and, with several processes, a higher seq) ahead
+  of messages still being inserted.
+* Read positions: ``read_positions`` documents with ``_id`` ``"<chat_id>:<user_id>"`` moved only by
+  upserted ``$max``; ``mark_read`` clamps to the chat's ``last_seq`` first.
+* ``list_chat_views`` is three queries whatever the page size: the chats (index
+  ``member_ids, last_activity_at desc, _id desc``), their last messages (one ``$or`` of
+  ``(chat_id, seq)`` pairs) and the caller's read positions (one ``$in`` on ``_id``).
+
+Collections, indexes and the document shapes are in ``mongo_docs.py``. Datetimes are stored as
+BSON dates (millisecond precision, which ``messenger.clock.utcnow``
+already truncates to) and come back tz-aware in UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo import DESCENDING, ReturnDocument, UpdateOne, WriteConcern
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    InvalidOperation,
+    PyMongoError,
+    WriteConcernError,
+)
+
+from messenger.clock import utcnow
+from messenger.ids import is_valid_id
+from messenger.models import (
+    AppendResult,
+    Chat,
+    ChatType,
+    ChatView,
+    Message,
+    MessageDraft,
+    RefreshSpend,
+    SpendResult,
+    User,
+)
+from messenger.store.base import Store
+from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
+from messenger.store.mongo_docs import (
+    DUPLICATE_KEY,
+    INDEXES,
+    Doc,
+    duplicate_on,
+    oid,
+    read_key,
+    read_position_update,
+    read_position_upsert,
+    ref,
+    to_chat,
+    to_message,
+    to_token,
+    to_user,
+)
+
+#: How long a write waits for its write concern before failing (``StoreUnavailable``).
+WRITE_TIMEOUT_MS = 10_000
+
+def _guarded[**P, T](fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Translate driver errors into ``StoreUnavailable`` / ``StoreError``."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except StoreError:
+            raise
+        except (ConnectionFailure, ExecutionTimeout, WriteConcernError) as exc:
+            # ConnectionFailure covers AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError.
+            raise StoreUnavailable(f"mongodb: {exc}") from exc
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise StoreUnavailable(f"mongodb: {exc}") from exc
+            raise StoreError(f"mongodb: {exc}") from exc
+        except InvalidOperation as exc:
+            if "close" in str(exc).lower():  # "Cannot use MongoClient after close"
+                raise StoreUnavailable("the mongodb store is closed") from exc
+            raise StoreError(f"mongodb: {exc}") from exc
+        except PyMongoError as exc:
+            raise StoreError(f"mongodb: {exc}") from exc
+
+    return wrapper
+
+
+class KeyedLocks:
+    """One ``asyncio.Lock`` per key, created on demand and dropped as soon as nobody holds or
+    waits for it (so the map never grows beyond the keys in use)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                del self._users[key]
+                del self._locks[key]
+
+
+class MongoStore(Store):
+    """``Store`` on a MongoDB database; see the module docstring for the consistency design."""
+
+    backend = "mongodb"
+
+    def __init__(
+        self,
+        url: str,
+        db_name: str,
+        *,
+        write_concern: str | int = "majority",
+        timeout_ms: int = 5000,
+    ) -> None:
+        self.url = url
+        self.db_name = db_name
+        self.write_concern = write_concern
+        self.timeout_ms = timeout_ms
+        self._client: AsyncIOMotorClient | None = None
+        self._database: AsyncIOMotorDatabase | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._chat_locks = KeyedLocks()
+        self._appends: set[asyncio.Task[Any]] = set()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    @property
+    def _db(self) -> AsyncIOMotorDatabase:
+        """The database, with a client made on first use in the running event loop."""
+        if self._closed:
+            raise StoreUnavailable("the mongodb store is closed")
+        loop = asyncio.get_running_loop()
+        if self._database is None or self._loop is not loop:
+            if self._client is not None:  # first used in another (finished) loop
+                self._client.close()
+            self._client = AsyncIOMotorClient(
+                self.url,
+                tz_aware=True,
+                tzinfo=UTC,
+                serverSelectionTimeoutMS=self.timeout_ms,
+                connectTimeoutMS=self.timeout_ms,
+                appname="messenger",
+            )
+            self._database = self._client.get_database(
+                self.db_name,
+                write_concern=WriteConcern(w=self.write_concern, wtimeout=WRITE_TIMEOUT_MS),
+            )
+            self._loop = loop
+            self._chat_locks = KeyedLocks()
+        return self._database
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @_guarded
+    async def migrate(self) -> None:
+        db = self._db
+        for name, indexes in INDEXES.items():
+            await db[name].create_indexes(indexes)
+
+    @_guarded
+    async def ping(self) -> None:
+        await self._db.command("ping")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if self._appends:  # let appends that lost their caller finish their writes
+            await asyncio.gather(*self._appends, return_exceptions=True)
+        self._closed = True
+        client, self._client, self._database = self._client, None, None
+        if client is not None:
+            client.close()
+
+    # -- users -------------------------------------------------------------------------------
+    @_guarded
+    async def create_user(self, email: str, password_hash: bytes, display_name: str) -> User:
+        user_oid = ObjectId()
+        doc = {
+            "_id": user_oid,
+            "email": email,
+            "display_name": display_name,
+            "password_hash": bytes(password_hash),
+            "created_at": utcnow(),
+        }
+        try:
+            await self._db.users.insert_one(doc)
+        except DuplicateKeyError as exc:
+            if duplicate_on(exc.details, "email"):
+                raise EmailTaken(email) from None
+            raise
+        return to_user(doc)
+
+    @_guarded
+    async def get_user(self, user_id: str) -> User | None:
+        user_oid = oid(user_id)
+        if user_oid is None:
+            return None
+        doc = await self._db.users.find_one({"_id": user_oid})
+        return to_user(doc) if doc else None
+
+    @_guarded
+    async def get_user_by_email(self, email: str) -> User | None:
+        doc = await self._db.users.find_one({"email": email})
+        return to_user(doc) if doc else None
+
+    @_guarded
+    async def get_users(self, user_ids: Sequence[str]) -> list[User]:
+        oids = list(dict.fromkeys(found for found in map(oid, user_ids) if found is not None))
+        if not oids:
+            return []
+        docs = await self._db.users.find({"_id": {"$in": oids}}).to_list(None)
+        return [to_user(doc) for doc in docs]
+
+    # -- refresh tokens ----------------------------------------------------------------------
+    @_guarded
+    async def add_refresh_token(
+        self, jti: str, family_id: str, user_id: str, expires_at: datetime
+    ) -> None:
+        db = self._db
+        user_oid = ref(user_id, "user_id")
+        await db.token_families.update_one(
+            {"_id": family_id},
+            {
+                "$setOnInsert": {"user_id": user_oid, "revoked": False},
+                "$max": {"expires_at": expires_at},  # kept until its last token expires
+            },
+            upsert=True,
+        )
+        await db.refresh_tokens.insert_one(
+            {
+                "_id": jti,
+                "family_id": family_id,
+                "user_id": user_oid,
+                "spent": False,
+                "expires_at": expires_at,
+            }
+        )
+
+    @_guarded
+    async def spend_refresh_token(self, jti: str) -> SpendResult:
+        db = self._db
+        doc = await db.refresh_tokens.find_one({"_id": jti})
+        if doc is None:
+            return SpendResult(RefreshSpend.UNKNOWN, None)
+        token = to_token(doc)
+        family = await db.token_families.find_one({"_id": token.family_id}, {"revoked": 1})
+        if family is None:  # orphaned token: nothing to rotate from
+            return SpendResult(RefreshSpend.UNKNOWN, None)
+        if family.get("revoked"):
+            return SpendResult(RefreshSpend.REVOKED, token)
+        now = utcnow()
+        if token.expires_at <= now:
+            return SpendResult(RefreshSpend.UNKNOWN, None)
+        spent = await db.refresh_tokens.find_one_and_update(
+            {"_id": jti, "spent": False, "expires_at": {"$gt": now}},
+            {"$set": {"spent": True}},
+            projection={"_id": 1},
+        )
+        if spent is not None:
+            return SpendResult(RefreshSpend.SPENT, token)
+        # Lost the race (or it was spent before): tell a reuse from a token that just vanished.
+        again = await db.refresh_tokens.find_one({"_id": jti}, {"spent": 1, "expires_at": 1})
+        if again is None or (not again["spent"] and again["expires_at"] <= now):
+            return SpendResult(RefreshSpend.UNKNOWN, None)
+        return SpendResult(RefreshSpend.REUSED, token)
+
+    @_guarded
+    async def revoke_token_family(self, family_id: str) -> None:
+        await self._db.token_families.update_one({"_id": family_id}, {"$set": {"revoked": True}})
+
+    @_guarded
+    async def revoke_user_tokens(self, user_id: str) -> None:
+        user_oid = oid(user_id)
+        if user_oid is None:
+            return
+        await self._db.token_families.update_many(
+            {"user_id": user_oid, "revoked": False}, {"$set": {"revoked": True}}
+        )
+
+    # -- chats -------------------------------------------------------------------------------
+    @_guarded
+    async def create_chat(
+        self,
+        chat_type: ChatType,
+        member_ids: Sequence[str],
+        title: str | None,
+        direct_key: str | None,
+    ) -> tuple[Chat, bool]:
+        db = self._db
+        members = [ref(user_id, "member id") for user_id in dict.fromkeys(member_ids)]
+        if direct_key is not None:
+            found = await db.chats.find_one({"direct_key": direct_key})
+            if found is not None:
+                return to_chat(found), False
+        now = utcnow()
+        doc: Doc = {
+            "_id": ObjectId(),
+            "type": str(chat_type),
+            "title": title,
+            "member_ids": members,
+            "created_at": now,
+            "last_seq": 0,
+            "last_activity_at": now,
+        }
+        if direct_key is not None:
+            doc["direct_key"] = direct_key
+        try:
+            await db.chats.insert_one(doc)
+        except DuplicateKeyError as exc:
+            if direct_key is None or not duplicate_on(exc.details, "direct_key"):
+                raise
+            found = await db.chats.find_one({"direct_key": direct_key})
+            if found is None:
+                raise StoreError(f"direct chat {direct_key} vanished after a key clash") from exc
+            return to_chat(found), False
+        return to_chat(doc), True
+
+    @_guarded
+    async def get_chat(self, chat_id: str) -> Chat | None:
+        chat_oid = oid(chat_id)
+        if chat_oid is None:
+            return None
+        doc = await self._db.chats.find_one({"_id": chat_oid})
+        return to_chat(doc) if doc else None
+
+    @_guarded
+    async def get_chat_view(self, chat_id: str, user_id: str) -> ChatView | None:
+        db = self._db
+        chat_oid = oid(chat_id)
+        if chat_oid is None:
+            return None
+        doc = await db.chats.find_one({"_id": chat_oid})
+        if doc is None:
+            return None
+        last_message, read_seq = await asyncio.gather(
+            db.messages.find_one({"chat_id": chat_oid, "seq": doc["last_seq"]})
+            if doc["last_seq"] > 0
+            else _none(),
+            db.read_positions.find_one({"_id": read_key(chat_id, user_id)}, {"seq": 1})
+            if is_valid_id(user_id)
+            else _none(),
+        )
+        return ChatView(
+            to_chat(doc),
+            to_message(last_message) if last_message else None,
+            read_seq["seq"] if read_seq else 0,
+        )
+
+    @_guarded
+    async def list_chat_views(self, user_id: str, limit: int) -> list[ChatView]:
+        db = self._db
+        user_oid = oid(user_id)
+        if user_oid is None or limit <= 0:
+            return []
+        chats = (
+            await db.chats.find({"member_ids": user_oid})
+            .sort([("last_activity_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+            .to_list(None)
+        )
+        if not chats:
+            return []
+        wanted = [{"chat_id": c["_id"], "seq": c["last_seq"]} for c in chats if c["last_seq"] > 0]
+        keys = [read_key(str(c["_id"]), user_id) for c in chats]
+        last_docs, read_docs = await asyncio.gather(
+            db.messages.find({"$or": wanted}).to_list(None) if wanted else _empty(),
+            db.read_positions.find({"_id": {"$in": keys}}, {"seq": 1}).to_list(None),
+        )
+        last_by_chat = {doc["chat_id"]: to_message(doc) for doc in last_docs}
+        read_by_key = {doc["_id"]: doc["seq"] for doc in read_docs}
+        return [
+            ChatView(to_chat(c), last_by_chat.get(c["_id"]), read_by_key.get(key, 0))
+            for c, key in zip(chats, keys, strict=True)
+        ]
+
+    @_guarded
+    async def mark_read(self, chat_id: str, user_id: str, seq: int) -> int:
+        db = self._db
+        chat_oid, user_oid = oid(chat_id), oid(user_id)
+        if chat_oid is None or user_oid is None:
+            return 0
+        chat = await db.chats.find_one({"_id": chat_oid}, {"last_seq": 1})
+        if chat is None:
+            return 0
+        target = max(0, min(seq, chat["last_seq"]))
+        key = read_key(chat_id, user_id)
+        if target == 0:  # nothing to move: just report where the reader is
+            doc = await db.read_positions.find_one({"_id": key}, {"seq": 1})
+            return doc["seq"] if doc else 0
+        doc = await _raise_read_position(db, key, read_position_update(chat_oid, user_oid, target))
+        return doc["seq"]
+
+    # -- messages ----------------------------------------------------------------------------
+    async def append_messages(
+        self, chat_id: str, drafts: Sequence[MessageDraft]
+    ) -> list[AppendResult]:
+        """See ``Store.append_messages``. Raises ``StoreError`` if the chat does not exist."""
+        if not drafts:
+            return []
+        chat_oid = oid(chat_id)
+        if chat_oid is None:
+            raise StoreError(f"no chat {chat_id!r}")
+        senders = {draft.sender_id: ref(draft.sender_id, "sender_id") for draft in drafts}
+        # Shielded: once started, the reserve-and-insert finishes even if the caller goes away,
+        # so a cancelled request cannot strand reserved seqs.
+        task = asyncio.ensure_future(self._append(chat_id, chat_oid, senders, list(drafts)))
+        self._appends.add(task)
+        task.add_done_callback(self._appends.discard)
+        task.add_done_callback(_retrieve_exception)
+        return await asyncio.shield(task)
+
+    @_guarded
+    async def _append(
+        self,
+        chat_id: str,
+        chat_oid: ObjectId,
+        senders: dict[str, ObjectId],
+        drafts: list[MessageDraft],
+    ) -> list[AppendResult]:
+        db = self._db
+        async with self._chat_locks.hold(chat_id):
+            results, created = await _append_locked(db, chat_id, chat_oid, senders, drafts)
+        read_up: dict[str, int] = {}
+        for message in created:
+            read_up[message.sender_id] = max(read_up.get(message.sender_id, 0), message.seq)
+        if read_up:
+            await _raise_read_positions(
+                db,
+                [
+                    read_position_upsert(chat_oid, senders[sender], seq)
+                    for sender, seq in read_up.items()
+                ],
+            )
+        return results
+
+    @_guarded
+    async def get_message(self, chat_id: str, message_id: str) -> Message | None:
+        chat_oid, message_oid = oid(chat_id), oid(message_id)
+        if chat_oid is None or message_oid is None:
+            return None
+        doc = await self._db.messages.find_one({"_id": message_oid, "chat_id": chat_oid})
+        return to_message(doc) if doc else None
+
+    @_guarded
+    async def list_messages(
+        self, chat_id: str, before_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        chat_oid = oid(chat_id)
+        limit = max(limit, 0)
+        if chat_oid is None:
+            return [], False
+        query: Doc = {"chat_id": chat_oid}
+        if before_seq is not None:
+            query["seq"] = {"$lt": before_seq}
+        docs = (
+            await self._db.messages.find(query)
+            .sort("seq", DESCENDING)
+            .limit(limit + 1)  # never 0, which would mean "no limit"
+            .to_list(None)
+        )
+        page = [to_message(doc) for doc in reversed(docs[:limit])]
+        return page, len(docs) > limit
+
+
+# -- append_messages, under the chat's lock --------------------------------------------------
+async def _append_locked(
+    db: AsyncIOMotorDatabase,
+    chat_id: str,
+    chat_oid: ObjectId,
+    senders: dict[str, ObjectId],
+    drafts: list[MessageDraft],
+) -> tuple[list[AppendResult], list[Message]]:
+    """Steps 1-3 of the module docstring: look up replays, reserve seqs, insert.
+
+    Returns one result per draft and the messages this call actually stored.
+    """
+    keys = {
+        (draft.sender_id, draft.client_msg_id)
+        for draft in drafts
+        if draft.client_msg_id is not None
+    }
+    stored: dict[tuple[str, str], Message] = {}
+    if keys:
+        docs = await db.messages.find(
+            {
+                "chat_id": chat_oid,
+                "client_msg_id": {"$type": "string"},
+                "$or": [
+                    {"sender_id": senders[sender], "client_msg_id": client_msg_id}
+                    for sender, client_msg_id in sorted(keys)
+                ],
+            }
+        ).to_list(None)
+        for doc in docs:
+            stored[(str(doc["sender_id"]), doc["client_msg_id"])] = to_message(doc)
+
+    # Plan: which drafts are new, and which repeat a stored or an earlier new message.
+    fresh: list[MessageDraft] = []
+    fresh_index: dict[tuple[str, str], int] = {}
+    # Per draft: a stored original, or (index into ``fresh``, whether this draft is the first).
+    plan: list[Message | tuple[int, bool]] = []
+    for draft in drafts:
+        key = None if draft.client_msg_id is None else (draft.sender_id, draft.client_msg_id)
+        if key is not None and key in stored:
+            plan.append(stored[key])
+        elif key is not None and key in fresh_index:
+            plan.append((fresh_index[key], False))
+        else:
+            if key is not None:
+                fresh_index[key] = len(fresh)
+            plan.append((len(fresh), True))
+            fresh.append(draft)
+    if not fresh:
+        return [AppendResult(item, False) for item in plan if isinstance(item, Message)], []
+
+    now = utcnow()
+    chat = await db.chats.find_one_and_update(
+        {"_id": chat_oid},
+        {"$inc": {"last_seq": len(fresh)}, "$max": {"last_activity_at": now}},
+        projection={"last_seq": 1},
+        return_document=ReturnDocument.AFTER,
+    )
+    if chat is None:
+        raise StoreError(f"no chat {chat_id}")
+    first_seq = chat["last_seq"] - len(fresh) + 1
+    docs = [
+        {
+            "_id": ObjectId(),
+            "chat_id": chat_oid,
+            "seq": first_seq + i,
+            "sender_id": senders[draft.sender_id],
+            "text": draft.text,
+            "client_msg_id": draft.client_msg_id,
+            "created_at": now,
+        }
+        for i, draft in enumerate(fresh)
+    ]
+    messages: list[Message] = [to_message(doc) for doc in docs]
+    inserted = [True] * len(docs)
+    try:
+        await db.messages.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        if exc.details.get("writeConcernErrors"):
+            raise StoreUnavailable(f"mongodb: {exc}") from exc
+        for error in exc.details.get("writeErrors", []):
+            index = error["index"]
+            if error.get("code") != DUPLICATE_KEY or not duplicate_on(error, "client_msg_id"):
+                raise StoreError(f"mongodb: message seq {docs[index]['seq']}: {error}") from exc
+            # Another process stored this client_msg_id first: answer with its message.
+            draft = fresh[index]
+            original = await db.messages.find_one(
+                {
+                    "chat_id": chat_oid,
+                    "sender_id": senders[draft.sender_id],
+                    "client_msg_id": draft.client_msg_id,
+                }
+            )
+            if original is None:
+                raise StoreError(f"mongodb: duplicate of a vanished message: {error}") from exc
+            messages[index] = to_message(original)
+            inserted[index] = False
+
+    results = [
+        AppendResult(item, False)
+        if isinstance(item, Message)
+        else AppendResult(messages[item[0]], inserted[item[0]] and item[1])
+        for item in plan
+    ]
+    created = [message for message, ok in zip(messages, inserted, strict=True) if ok]
+    return results, created
+
+
+# -- helpers ---------------------------------------------------------------------------------
+async def _raise_read_position(db: AsyncIOMotorDatabase, key: str, update: Doc) -> Doc:
+    """Upsert-``$max`` one read position and return it; a clash of two first upserts (which
+    older servers report as a duplicate key) is retried once."""
+    for attempt in (1, 2):
+        try:
+            return await db.read_positions.find_one_and_update(
+                {"_id": key},
+                update,
+                projection={"seq": 1},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _raise_read_positions(db: AsyncIOMotorDatabase, updates: list[UpdateOne]) -> None:
+    """``bulk_write`` of upsert-``$max`` read positions, retried once on a first-upsert clash."""
+    for attempt in (1, 2):
+        try:
+            await db.read_positions.bulk_write(updates, ordered=False)
+            return
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            clash = errors and all(e.get("code") == DUPLICATE_KEY for e in errors)
+            if attempt == 2 or not clash or exc.details.get("writeConcernErrors"):
+                raise
+
+
+async def _none() -> None:
+    return None
+
+
+async def _empty() -> list[Doc]:
+    return []
+
+
+def _retrieve_exception(task: asyncio.Task[Any]) -> None:
+    """Mark an orphaned append's failure as seen (its caller was cancelled and is gone)."""
+    if not task.cancelled():
+        task.exception()

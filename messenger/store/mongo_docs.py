@@ -1,0 +1,154 @@
+"""The MongoDB adapter's schema: collections and their indexes, ids, and documents <-> records.
+
+Ids are ObjectIds in the database (``_id`` and references) and 24-hex strings everywhere else;
+``oid`` converts at the boundary and turns a malformed string into ``None``. Refresh-token jtis
+and family ids are opaque strings and are stored as they are.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+
+from messenger.ids import is_valid_id
+from messenger.models import Chat, ChatType, Message, RefreshToken, User
+from messenger.store.errors import StoreError
+
+Doc = dict[str, Any]
+
+DUPLICATE_KEY = 11000  # server error code of a unique-index violation
+
+#: Every index ``MongoStore.migrate`` makes, by collection. Named, so a rerun is a no-op.
+INDEXES: dict[str, list[IndexModel]] = {
+    # {_id: ObjectId, email, display_name, password_hash: bytes, created_at}
+    "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],
+    # {_id: jti, family_id, user_id: ObjectId, spent: bool, expires_at}
+    "refresh_tokens": [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"),
+    ],
+    # {_id: family id, user_id: ObjectId, revoked: bool, expires_at: latest token expiry}
+    # (purged once its last token has expired and been purged: nothing can refer to it then)
+    "token_families": [
+        IndexModel([("user_id", ASCENDING)], name="user_id"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"),
+    ],
+    # {_id: ObjectId, type, title, member_ids: [ObjectId], direct_key?: str, created_at,
+    #  last_seq, last_activity_at}
+    "chats": [
+        IndexModel(
+            [("direct_key", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"direct_key": {"$type": "string"}},
+            name="direct_key_unique",
+        ),
+        IndexModel(
+            [("member_ids", ASCENDING), ("last_activity_at", DESCENDING), ("_id", DESCENDING)],
+            name="member_activity",
+        ),
+    ],
+    # {_id: "<chat_id>:<user_id>", chat_id: ObjectId, user_id: ObjectId, seq}
+    "read_positions": [IndexModel([("user_id", ASCENDING)], name="user_id")],
+    # {_id: ObjectId, chat_id: ObjectId, seq, sender_id: ObjectId, text, client_msg_id, created_at}
+    "messages": [
+        IndexModel([("chat_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="chat_seq"),
+        IndexModel(
+            [("chat_id", ASCENDING), ("sender_id", ASCENDING), ("client_msg_id", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"client_msg_id": {"$type": "string"}},
+            name="chat_sender_client_msg_id",
+        ),
+    ],
+}
+
+
+# -- ids -------------------------------------------------------------------------------------
+def oid(value: object) -> ObjectId | None:
+    """The ObjectId of a 24-hex id string; ``None`` for anything else (never raises)."""
+    return ObjectId(value) if is_valid_id(value) else None  # type: ignore[arg-type]
+
+
+def ref(value: str, what: str) -> ObjectId:
+    """The ObjectId of an id a write is about to store; a malformed one is a caller's bug."""
+    found = oid(value)
+    if found is None:
+        raise StoreError(f"malformed {what}: {value!r}")
+    return found
+
+
+def read_key(chat_id: str, user_id: str) -> str:
+    """``_id`` of a read position."""
+    return f"{chat_id}:{user_id}"
+
+
+# -- errors ----------------------------------------------------------------------------------
+def duplicate_on(details: Any, field: str) -> bool:
+    """Whether a duplicate-key error (its ``details``, or one ``writeErrors`` entry) is a clash
+    on an index that includes ``field``."""
+    details = details or {}
+    pattern = details.get("keyPattern") or details.get("keyValue")
+    if pattern:
+        return field in pattern
+    return field in str(details.get("errmsg", ""))
+
+
+# -- updates ---------------------------------------------------------------------------------
+def read_position_update(chat_oid: ObjectId, user_oid: ObjectId, seq: int) -> Doc:
+    """Move a read position up to ``seq`` (never down), creating it if needed."""
+    return {"$max": {"seq": seq}, "$setOnInsert": {"chat_id": chat_oid, "user_id": user_oid}}
+
+
+def read_position_upsert(chat_oid: ObjectId, user_oid: ObjectId, seq: int) -> UpdateOne:
+    return UpdateOne(
+        {"_id": read_key(str(chat_oid), str(user_oid))},
+        read_position_update(chat_oid, user_oid, seq),
+        upsert=True,
+    )
+
+
+# -- documents -> records --------------------------------------------------------------------
+def to_user(doc: Doc) -> User:
+    return User(
+        str(doc["_id"]),
+        doc["email"],
+        doc["display_name"],
+        bytes(doc["password_hash"]),
+        utc(doc["created_at"]),
+    )
+
+
+def to_token(doc: Doc) -> RefreshToken:
+    return RefreshToken(doc["_id"], doc["family_id"], str(doc["user_id"]), utc(doc["expires_at"]))
+
+
+def to_chat(doc: Doc) -> Chat:
+    return Chat(
+        str(doc["_id"]),
+        ChatType(doc["type"]),
+        doc.get("title"),
+        tuple(str(member) for member in doc["member_ids"]),
+        utc(doc["created_at"]),
+        doc["last_seq"],
+        utc(doc["last_activity_at"]),
+    )
+
+
+def to_message(doc: Doc) -> Message:
+    return Message(
+        str(doc["_id"]),
+        str(doc["chat_id"]),
+        doc["seq"],
+        str(doc["sender_id"]),
+        doc["text"],
+        doc.get("client_msg_id"),
+        utc(doc["created_at"]),
+    )
+
+
+def utc(value: datetime) -> datetime:
+    """A stored datetime as aware UTC (the client decodes them so already; this is a guard)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

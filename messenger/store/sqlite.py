@@ -1,0 +1,539 @@
+"""Embedded SQLite adapter (stdlib ``sqlite3``).
+
+One connection, used only from one dedicated worker thread: every call hops onto that thread
+with ``loop.run_in_executor``, so calls run one at a time in submission order and each call's
+statements are atomic with respect to the others. Calls that write several rows also run in one
+``BEGIN IMMEDIATE`` transaction, which keeps them atomic against other processes opening the same
+file as well.
+
+The database runs in WAL mode with ``synchronous=NORMAL``: a commit does not wait for fsync (the
+WAL is synced at checkpoints), so a power cut can lose the last transactions but never corrupts
+the file. The schema lives in ``sqlite_schema.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from messenger.clock import from_millis, to_millis, utcnow
+from messenger.ids import new_id
+from messenger.models import (
+    AppendResult,
+    Chat,
+    ChatType,
+    ChatView,
+    Message,
+    MessageDraft,
+    RefreshSpend,
+    RefreshToken,
+    SpendResult,
+    User,
+)
+from messenger.store.base import Store
+from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
+from messenger.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+
+BUSY_TIMEOUT_MS = 5_000
+CACHE_KIB = 32 * 1024
+MMAP_BYTES = 256 * 1024 * 1024
+_IN_CHUNK = 500  # ids per ``IN (...)`` list, well under SQLite's bound-variable limit
+
+Row = tuple[Any, ...]
+
+# -- queries (module constants so scripts/bench_store can EXPLAIN QUERY PLAN them) ------------
+USER_COLUMNS = "id, email, display_name, password_hash, created_at"
+CHAT_COLUMNS = "id, type, title, created_at, last_seq, last_activity_at"
+MESSAGE_COLUMNS = "id, chat_id, seq, sender_id, text, client_msg_id, created_at"
+
+SQL_MESSAGE_BY_CLIENT_ID = f"""
+    SELECT {MESSAGE_COLUMNS} FROM messages
+    WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?
+"""
+SQL_MESSAGE_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND chat_id = ?"
+SQL_NEWEST_MESSAGES = f"""
+    SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? ORDER BY seq DESC LIMIT ?
+"""
+SQL_MESSAGES_BEFORE = f"""
+    SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq < ?
+    ORDER BY seq DESC LIMIT ?
+"""
+SQL_INSERT_MESSAGE = f"""
+    INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+SQL_BUMP_CHAT = """
+    UPDATE chats SET last_seq = ?, last_activity_at = max(last_activity_at, ?) WHERE id = ?
+"""
+SQL_RAISE_READ = """
+    INSERT INTO read_positions (chat_id, user_id, seq) VALUES (?, ?, ?)
+    ON CONFLICT (chat_id, user_id) DO UPDATE SET seq = max(seq, excluded.seq)
+    RETURNING seq
+"""
+SQL_CHAT_MEMBERS = """
+    SELECT chat_id, user_id FROM chat_members WHERE chat_id IN ({marks})
+    ORDER BY chat_id, position
+"""
+_VIEW_TAIL = """
+    COALESCE(r.seq, 0), m.id, m.chat_id, m.seq, m.sender_id, m.text, m.client_msg_id,
+    m.created_at
+"""
+SQL_CHAT_VIEW = f"""
+    SELECT c.id, c.type, c.title, c.created_at, c.last_seq, c.last_activity_at, {_VIEW_TAIL}
+    FROM chats AS c
+    LEFT JOIN read_positions AS r ON r.chat_id = c.id AND r.user_id = ?
+    LEFT JOIN messages AS m ON m.chat_id = c.id AND m.seq = c.last_seq
+    WHERE c.id = ?
+"""
+# The member's chats are picked first (membership index, then a sort of that user's chats
+# only), and only the page that survives LIMIT is joined with read positions and last messages.
+SQL_CHAT_VIEWS = f"""
+    WITH top AS MATERIALIZED (
+        SELECT c.id, c.type, c.title, c.created_at, c.last_seq, c.last_activity_at
+        FROM chat_members AS cm CROSS JOIN chats AS c ON c.id = cm.chat_id
+        WHERE cm.user_id = ?
+        ORDER BY c.last_activity_at DESC, c.id DESC
+        LIMIT ?
+    )
+    SELECT top.*, {_VIEW_TAIL}
+    FROM top
+    LEFT JOIN read_positions AS r ON r.chat_id = top.id AND r.user_id = ?
+    LEFT JOIN messages AS m ON m.chat_id = top.id AND m.seq = top.last_seq
+    ORDER BY top.last_activity_at DESC, top.id DESC
+"""
+SQL_TOKEN_STATE = """
+    SELECT t.family_id, t.user_id, t.expires_at, f.revoked
+    FROM refresh_tokens AS t JOIN token_families AS f ON f.id = t.family_id
+    WHERE t.jti = ?
+"""
+
+
+class SQLiteStore(Store):
+    """``Store`` on one SQLite file; see the module docstring for the threading model."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
+        self._closed = False
+
+    # -- plumbing ----------------------------------------------------------------------------
+    async def _run[T](self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the worker thread."""
+        if self._closed:
+            raise StoreUnavailable("the sqlite store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self._executor, self._call, fn)
+        except RuntimeError as exc:  # executor already shut down
+            raise StoreUnavailable("the sqlite store is closed") from exc
+        return await future
+
+    def _call[T](self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._connection())
+        except sqlite3.IntegrityError as exc:  # e.g. a member id that is no user
+            raise StoreError(f"sqlite: {exc}") from exc
+        except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise  # a bug in this adapter, not an outage
+        except sqlite3.DatabaseError as exc:  # locked, I/O error, corrupt or missing file, ...
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        if self._closed:
+            raise StoreUnavailable("the sqlite store is closed")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            for pragma in (
+                "synchronous = NORMAL",
+                "foreign_keys = ON",
+                f"busy_timeout = {BUSY_TIMEOUT_MS}",
+                f"cache_size = -{CACHE_KIB}",
+                f"mmap_size = {MMAP_BYTES}",
+                "temp_store = MEMORY",
+            ):
+                conn.execute(f"PRAGMA {pragma}")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            pass  # best effort: statistics for the next run's query planner
+        finally:
+            conn.close()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def migrate(self) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            for number in range(_user_version(conn), SCHEMA_VERSION):
+                with _write(conn):
+                    if _user_version(conn) > number:  # another process got there first
+                        continue
+                    for statement in MIGRATIONS[number]:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number + 1}")
+            if (version := _user_version(conn)) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema v{version}; this code knows v{SCHEMA_VERSION}"
+                )
+
+        await self._run(op)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT count(*) FROM sqlite_master").fetchone())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._close_connection)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    # -- users -------------------------------------------------------------------------------
+    async def create_user(self, email: str, password_hash: bytes, display_name: str) -> User:
+        user = User(new_id(), email, display_name, bytes(password_hash), utcnow())
+
+        def op(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    (user.id, email, display_name, user.password_hash, to_millis(user.created_at)),
+                )
+            except sqlite3.IntegrityError as exc:
+                if "users.email" in str(exc):
+                    raise EmailTaken(email) from None
+                raise
+
+        await self._run(op)
+        return user
+
+    async def get_user(self, user_id: str) -> User | None:
+        row = await self._run(
+            lambda conn: conn.execute(
+                f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+        )
+        return _user(row) if row else None
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        row = await self._run(
+            lambda conn: conn.execute(
+                f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email,)
+            ).fetchone()
+        )
+        return _user(row) if row else None
+
+    async def get_users(self, user_ids: Sequence[str]) -> list[User]:
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[Row]:
+            rows: list[Row] = []
+            for chunk in _chunks(ids):
+                rows += conn.execute(
+                    f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({_marks(chunk)})", chunk
+                ).fetchall()
+            return rows
+
+        return [_user(row) for row in await self._run(op)]
+
+    # -- refresh tokens ----------------------------------------------------------------------
+    async def add_refresh_token(
+        self, jti: str, family_id: str, user_id: str, expires_at: datetime
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    "INSERT INTO token_families (id, user_id) VALUES (?, ?)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (family_id, user_id),
+                )
+                conn.execute(
+                    "INSERT INTO refresh_tokens (jti, family_id, user_id, expires_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (jti, family_id, user_id, to_millis(expires_at)),
+                )
+
+        await self._run(op)
+
+    async def spend_refresh_token(self, jti: str) -> SpendResult:
+        def op(conn: sqlite3.Connection) -> SpendResult:
+            with _write(conn):
+                row = conn.execute(SQL_TOKEN_STATE, (jti,)).fetchone()
+                if row is None:
+                    return SpendResult(RefreshSpend.UNKNOWN, None)
+                family_id, user_id, expires_ms, revoked = row
+                token = RefreshToken(jti, family_id, user_id, from_millis(expires_ms))
+                if revoked:
+                    return SpendResult(RefreshSpend.REVOKED, token)
+                if expires_ms <= to_millis(utcnow()):
+                    return SpendResult(RefreshSpend.UNKNOWN, None)
+                spent = conn.execute(
+                    "UPDATE refresh_tokens SET spent = 1 WHERE jti = ? AND spent = 0", (jti,)
+                ).rowcount
+                return SpendResult(RefreshSpend.SPENT if spent else RefreshSpend.REUSED, token)
+
+        return await self._run(op)
+
+    async def revoke_token_family(self, family_id: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE token_families SET revoked = 1 WHERE id = ?", (family_id,)
+            )
+        )
+
+    async def revoke_user_tokens(self, user_id: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE token_families SET revoked = 1 WHERE user_id = ?", (user_id,)
+            )
+        )
+
+    # -- chats -------------------------------------------------------------------------------
+    async def create_chat(
+        self,
+        chat_type: ChatType,
+        member_ids: Sequence[str],
+        title: str | None,
+        direct_key: str | None,
+    ) -> tuple[Chat, bool]:
+        members = tuple(dict.fromkeys(member_ids))
+
+        def op(conn: sqlite3.Connection) -> tuple[Chat, bool]:
+            with _write(conn):
+                if direct_key is not None:
+                    row = conn.execute(
+                        f"SELECT {CHAT_COLUMNS} FROM chats WHERE direct_key = ?", (direct_key,)
+                    ).fetchone()
+                    if row is not None:
+                        return _chat(row, _members(conn, [row[0]])[row[0]]), False
+                now = utcnow()
+                chat = Chat(new_id(), chat_type, title, members, now, 0, now)
+                conn.execute(
+                    "INSERT INTO chats (id, type, title, direct_key, created_at, last_seq,"
+                    " last_activity_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                    (chat.id, str(chat_type), title, direct_key, to_millis(now), to_millis(now)),
+                )
+                conn.executemany(
+                    "INSERT INTO chat_members (chat_id, user_id, position) VALUES (?, ?, ?)",
+                    [(chat.id, user_id, i) for i, user_id in enumerate(members)],
+                )
+                return chat, True
+
+        return await self._run(op)
+
+    async def get_chat(self, chat_id: str) -> Chat | None:
+        def op(conn: sqlite3.Connection) -> Chat | None:
+            row = conn.execute(
+                f"SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?", (chat_id,)
+            ).fetchone()
+            return _chat(row, _members(conn, [chat_id])[chat_id]) if row else None
+
+        return await self._run(op)
+
+    async def get_chat_view(self, chat_id: str, user_id: str) -> ChatView | None:
+        def op(conn: sqlite3.Connection) -> ChatView | None:
+            row = conn.execute(SQL_CHAT_VIEW, (user_id, chat_id)).fetchone()
+            return _chat_view(row, _members(conn, [chat_id])[chat_id]) if row else None
+
+        return await self._run(op)
+
+    async def list_chat_views(self, user_id: str, limit: int) -> list[ChatView]:
+        def op(conn: sqlite3.Connection) -> list[ChatView]:
+            rows = conn.execute(SQL_CHAT_VIEWS, (user_id, max(limit, 0), user_id)).fetchall()
+            members = _members(conn, [row[0] for row in rows])
+            return [_chat_view(row, members[row[0]]) for row in rows]
+
+        return await self._run(op)
+
+    async def mark_read(self, chat_id: str, user_id: str, seq: int) -> int:
+        """See ``Store.mark_read``. For a chat that does not exist: 0, and nothing stored."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            with _write(conn):
+                row = conn.execute("SELECT last_seq FROM chats WHERE id = ?", (chat_id,)).fetchone()
+                if row is None:
+                    return 0
+                target = max(0, min(seq, row[0]))
+                [(position,)] = conn.execute(SQL_RAISE_READ, (chat_id, user_id, target)).fetchall()
+                return position
+
+        return await self._run(op)
+
+    # -- messages ----------------------------------------------------------------------------
+    async def append_messages(
+        self, chat_id: str, drafts: Sequence[MessageDraft]
+    ) -> list[AppendResult]:
+        """See ``Store.append_messages``. Raises ``StoreError`` if the chat does not exist."""
+        if not drafts:
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[AppendResult]:
+            with _write(conn):
+                row = conn.execute("SELECT last_seq FROM chats WHERE id = ?", (chat_id,)).fetchone()
+                if row is None:
+                    raise StoreError(f"no chat {chat_id}")
+                return _append(conn, chat_id, row[0], drafts)
+
+        return await self._run(op)
+
+    async def get_message(self, chat_id: str, message_id: str) -> Message | None:
+        row = await self._run(
+            lambda conn: conn.execute(SQL_MESSAGE_BY_ID, (message_id, chat_id)).fetchone()
+        )
+        return _message(row) if row else None
+
+    async def list_messages(
+        self, chat_id: str, before_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        limit = max(limit, 0)
+
+        def op(conn: sqlite3.Connection) -> list[Row]:
+            if before_seq is None:
+                return conn.execute(SQL_NEWEST_MESSAGES, (chat_id, limit + 1)).fetchall()
+            return conn.execute(SQL_MESSAGES_BEFORE, (chat_id, before_seq, limit + 1)).fetchall()
+
+        rows = await self._run(op)
+        page = [_message(row) for row in reversed(rows[:limit])]
+        return page, len(rows) > limit
+
+
+# -- helpers (worker thread) -----------------------------------------------------------------
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _append(
+    conn: sqlite3.Connection, chat_id: str, last_seq: int, drafts: Sequence[MessageDraft]
+) -> list[AppendResult]:
+    """The body of ``append_messages``, inside its transaction."""
+    now = utcnow()
+    now_ms = to_millis(now)
+    results: list[AppendResult] = []
+    by_client_id: dict[tuple[str, str], Message] = {}
+    new_rows: list[Row] = []
+    read_up: dict[str, int] = {}
+    for draft in drafts:
+        key = None
+        if draft.client_msg_id is not None:
+            key = (draft.sender_id, draft.client_msg_id)
+            earlier = by_client_id.get(key)
+            if earlier is None:
+                found = conn.execute(SQL_MESSAGE_BY_CLIENT_ID, (chat_id, *key)).fetchone()
+                earlier = _message(found) if found else None
+            if earlier is not None:
+                by_client_id[key] = earlier
+                results.append(AppendResult(earlier, False))
+                continue
+        last_seq += 1
+        message = Message(
+            new_id(), chat_id, last_seq, draft.sender_id, draft.text, draft.client_msg_id, now
+        )
+        if key is not None:
+            by_client_id[key] = message
+        new_rows.append(
+            (
+                message.id,
+                chat_id,
+                last_seq,
+                draft.sender_id,
+                draft.text,
+                draft.client_msg_id,
+                now_ms,
+            )
+        )
+        read_up[draft.sender_id] = last_seq
+        results.append(AppendResult(message, True))
+    if new_rows:
+        conn.executemany(SQL_INSERT_MESSAGE, new_rows)
+        conn.execute(SQL_BUMP_CHAT, (last_seq, now_ms, chat_id))
+        for sender_id, seq in read_up.items():
+            conn.execute(SQL_RAISE_READ, (chat_id, sender_id, seq)).fetchall()
+    return results
+
+
+def _members(conn: sqlite3.Connection, chat_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Member ids of each chat, in the order they were given at creation."""
+    found: dict[str, list[str]] = {chat_id: [] for chat_id in chat_ids}
+    for chunk in _chunks(list(found)):
+        sql = SQL_CHAT_MEMBERS.format(marks=_marks(chunk))
+        for chat_id, user_id in conn.execute(sql, chunk):
+            found[chat_id].append(user_id)
+    return {chat_id: tuple(ids) for chat_id, ids in found.items()}
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+def _marks(items: Sequence[object]) -> str:
+    return ", ".join("?" * len(items))
+
+
+def _user(row: Row) -> User:
+    user_id, email, display_name, password_hash, created_ms = row
+    return User(user_id, email, display_name, bytes(password_hash), from_millis(created_ms))
+
+
+def _chat(row: Row, member_ids: tuple[str, ...]) -> Chat:
+    chat_id, chat_type, title, created_ms, last_seq, activity_ms = row[:6]
+    return Chat(
+        chat_id,
+        ChatType(chat_type),
+        title,
+        member_ids,
+        from_millis(created_ms),
+        last_seq,
+        from_millis(activity_ms),
+    )
+
+
+def _message(row: Row) -> Message:
+    message_id, chat_id, seq, sender_id, text, client_msg_id, created_ms = row
+    created_at = from_millis(created_ms)
+    return Message(message_id, chat_id, seq, sender_id, text, client_msg_id, created_at)
+
+
+def _chat_view(row: Row, member_ids: tuple[str, ...]) -> ChatView:
+    """A row of ``SQL_CHAT_VIEW(S)``: chat columns, read seq, then the last message or NULLs."""
+    last = _message(row[7:14]) if row[7] is not None else None
+    return ChatView(_chat(row, member_ids), last, row[6])

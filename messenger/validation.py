@@ -1,0 +1,175 @@
+"""Request-body parsing and field validation: plain functions, no I/O.
+
+Every field used in a query must be a plain string or int here, so a JSON body such as
+``{"email": {"$ne": null}}`` can never reach a store filter; ``$``-prefixed keys are refused
+outright. Failures raise ``ValidationFailed`` naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+import orjson
+
+from messenger.errors import MalformedJson, ValidationFailed
+from messenger.ids import is_valid_id
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+EMAIL_MAX = 254
+PASSWORD_MIN_CHARS = 8
+PASSWORD_MAX_BYTES = 72  # bcrypt's limit
+DISPLAY_NAME_MAX = 64
+TITLE_MAX = 100
+CLIENT_MSG_ID_MAX = 128
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object without ``$``-prefixed keys."""
+    try:
+        value = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        raise MalformedJson("request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValidationFailed("body", "request body must be a JSON object")
+    _refuse_operators(value, "")
+    return value
+
+
+def _refuse_operators(value: Any, path: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key.startswith("$"):
+                raise ValidationFailed(path + key, "keys starting with '$' are not allowed")
+            _refuse_operators(item, f"{path}{key}.")
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_operators(item, path)
+
+
+def _has_control_chars(text: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def string(
+    body: dict[str, Any],
+    field: str,
+    *,
+    min_len: int = 1,
+    max_len: int,
+    required: bool = True,
+    strip: bool = False,
+) -> str | None:
+    """A string field; ``None`` only when optional and absent or null."""
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise ValidationFailed(field, f"{field} is required")
+        return None
+    if not isinstance(value, str):
+        raise ValidationFailed(field, f"{field} must be a string")
+    if strip:
+        value = value.strip()
+    if len(value) < min_len:
+        raise ValidationFailed(field, f"{field} must be at least {min_len} characters")
+    if len(value) > max_len:
+        raise ValidationFailed(field, f"{field} must be at most {max_len} characters")
+    return value
+
+
+def integer(body: dict[str, Any], field: str, *, minimum: int = 0) -> int:
+    value = body.get(field)
+    if value is None:
+        raise ValidationFailed(field, f"{field} is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationFailed(field, f"{field} must be an integer")
+    if value < minimum:
+        raise ValidationFailed(field, f"{field} must be at least {minimum}")
+    return value
+
+
+def email(body: dict[str, Any]) -> str:
+    """A normalised (trimmed, lower-case) email address."""
+    value = string(body, "email", max_len=EMAIL_MAX, strip=True)
+    assert value is not None
+    if not _EMAIL.match(value):
+        raise ValidationFailed("email", "email is not a valid address")
+    return value.lower()
+
+
+def password(body: dict[str, Any], *, check_strength: bool = True) -> str:
+    value = body.get("password")
+    if value is None:
+        raise ValidationFailed("password", "password is required")
+    if not isinstance(value, str):
+        raise ValidationFailed("password", "password must be a string")
+    if len(value.encode()) > PASSWORD_MAX_BYTES:
+        raise ValidationFailed("password", f"password must be at most {PASSWORD_MAX_BYTES} bytes")
+    if check_strength and len(value) < PASSWORD_MIN_CHARS:
+        raise ValidationFailed(
+            "password", f"password must be at least {PASSWORD_MIN_CHARS} characters"
+        )
+    if not value:
+        raise ValidationFailed("password", "password is required")
+    return value
+
+
+def display_name(body: dict[str, Any]) -> str:
+    value = string(body, "display_name", max_len=DISPLAY_NAME_MAX, strip=True)
+    assert value is not None
+    if _has_control_chars(value):
+        raise ValidationFailed("display_name", "display_name must not contain control characters")
+    return value
+
+
+def object_id(value: Any, field: str) -> str:
+    if not is_valid_id(value):
+        raise ValidationFailed(field, f"{field} must be a 24-character hex id")
+    return value
+
+
+def id_list(body: dict[str, Any], field: str, *, max_items: int) -> list[str]:
+    value = body.get(field)
+    if value is None:
+        raise ValidationFailed(field, f"{field} is required")
+    if not isinstance(value, list):
+        raise ValidationFailed(field, f"{field} must be a list of ids")
+    if len(value) > max_items:
+        raise ValidationFailed(field, f"{field} must have at most {max_items} ids")
+    return [object_id(item, field) for item in value]
+
+
+def choice(body: dict[str, Any], field: str, options: tuple[str, ...]) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or value not in options:
+        raise ValidationFailed(field, f"{field} must be one of: {', '.join(options)}")
+    return value
+
+
+def message_text(body: dict[str, Any], max_len: int) -> str:
+    value = string(body, "text", max_len=max_len)
+    assert value is not None
+    if not value.strip():
+        raise ValidationFailed("text", "text must not be blank")
+    return value
+
+
+def client_msg_id(body: dict[str, Any]) -> str | None:
+    value = string(body, "client_msg_id", max_len=CLIENT_MSG_ID_MAX, required=False)
+    if value is not None and _has_control_chars(value):
+        raise ValidationFailed("client_msg_id", "client_msg_id must not contain control characters")
+    return value
+
+
+def query_int(raw: str | None, field: str, *, default: int, minimum: int, maximum: int) -> int:
+    """An integer query parameter within ``[minimum, maximum]``."""
+    if raw is None:
+        return default
+    raw = raw.strip()
+    if not re.fullmatch(r"\d{1,9}", raw):
+        raise ValidationFailed(field, f"{field} must be an integer")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise ValidationFailed(field, f"{field} must be between {minimum} and {maximum}")
+    return value

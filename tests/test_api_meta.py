@@ -1,0 +1,61 @@
+"""Service endpoints: root, liveness, readiness, unknown routes and wrong methods."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.api import Api, expect_error, is_json_response
+
+BACKEND_NAMES = {"sqlite": "sqlite", "mongo": "mongodb"}
+
+
+async def test_root_names_app_and_env(server) -> None:
+    resp = await Api(server.base_url).get("/")
+    assert resp.status == 200
+    assert is_json_response(resp)
+    assert resp.json == {"app": "web-messenger", "env": "test"}
+
+
+async def test_healthz_ok(server) -> None:
+    resp = await Api(server.base_url).get("/api/healthz")
+    assert resp.status == 200
+    assert is_json_response(resp)
+    assert resp.json == {"status": "ok"}
+
+
+async def test_readyz_reports_the_backend(server) -> None:
+    resp = await Api(server.base_url).get("/api/readyz")
+    assert resp.status == 200, resp.body
+    assert is_json_response(resp)
+    assert resp.json == {"status": "ok", "checks": {BACKEND_NAMES[server.backend]: "ok"}}
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/nope", "/nope", "/api/users/me/extra", "/api/chats/x/y/z", "/api"]
+)
+async def test_unknown_route_is_404_json(server, path: str) -> None:
+    api = Api(server.base_url)
+    expect_error(await api.get(path), 404, "not_found")
+    expect_error(await api.post(path, {}), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/api/healthz"),
+        ("POST", "/api/healthz"),
+        ("PUT", "/api/readyz"),
+        ("GET", "/api/auth/register"),
+        ("GET", "/api/auth/login"),
+        ("GET", "/api/auth/refresh"),
+        ("DELETE", "/api/users/me"),
+        ("PATCH", "/api/chats"),
+    ],
+)
+async def test_wrong_method_is_405_json(server, method: str, path: str) -> None:
+    api = Api(server.base_url)
+    account = await api.register()
+    body = b"{}" if method in ("POST", "PUT", "PATCH") else None
+    # Authenticated, so the only thing wrong with the request is its method.
+    resp = await api.request(method, path, body=body, token=account.access_token)
+    expect_error(resp, 405, "method_not_allowed")

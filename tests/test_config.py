@@ -1,0 +1,88 @@
+"""Settings: defaults, validation, and the JWT-secret rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, load_settings
+from config.settings import DEFAULT_JWT_SECRET
+
+GOOD_SECRET = "x" * 40
+
+
+def test_defaults_run_embedded_locally() -> None:
+    settings = load_settings({})
+    assert settings.env == "local"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.mongo_url is None and not settings.uses_mongo
+    assert settings.sqlite_path == Path("var/messenger.sqlite3")
+    assert settings.jwt_secret == DEFAULT_JWT_SECRET
+    assert settings.max_body_bytes == 65_536
+    assert (settings.page_size_default, settings.page_size_max) == (50, 200)
+
+
+def test_env_file_example_lists_every_setting() -> None:
+    example = (Path(__file__).parents[1] / ".env.example").read_text()
+    names = {line.split("=", 1)[0] for line in example.splitlines() if "=" in line
+             and not line.startswith("#")}
+    read_by_loader = {
+        "ENV", "HOST", "PORT", "LOG_LEVEL", "MONGO_URL", "MONGO_DB", "MONGO_WRITE_CONCERN",
+        "MONGO_TIMEOUT_MS", "MESSENGER_DATA_DIR", "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",
+        "ACCESS_TOKEN_TTL_SECONDS", "REFRESH_TOKEN_TTL_SECONDS", "BCRYPT_ROUNDS",
+        "MAX_BODY_BYTES", "MAX_MESSAGE_LENGTH", "PAGE_SIZE_DEFAULT", "PAGE_SIZE_MAX",
+        "MAX_GROUP_MEMBERS", "MAX_CHATS_LISTED",
+    }
+    assert names == read_by_loader
+
+
+def test_example_values_load() -> None:
+    example = (Path(__file__).parents[1] / ".env.example").read_text()
+    env = dict(
+        line.split("=", 1) for line in example.splitlines() if "=" in line
+        and not line.startswith("#")
+    )
+    assert load_settings(env) == load_settings({})
+
+
+@pytest.mark.parametrize("env_name", ["production", "staging", "development", "test"])
+def test_default_secret_refused_outside_local(env_name: str) -> None:
+    with pytest.raises(ConfigError, match=r"^JWT_SECRET: .*ENV=local"):
+        load_settings({"ENV": env_name})
+    assert load_settings({"ENV": env_name, "JWT_SECRET": GOOD_SECRET}).env == env_name
+
+
+def test_short_secret_refused_outside_local() -> None:
+    with pytest.raises(ConfigError, match=r"^JWT_SECRET: .*32 bytes"):
+        load_settings({"ENV": "production", "JWT_SECRET": "short"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PORT", "eighty", r"^PORT: expected an integer"),
+        ("PORT", "70000", r"^PORT: must be between"),
+        ("BCRYPT_ROUNDS", "3", r"^BCRYPT_ROUNDS: must be between"),
+        ("MAX_BODY_BYTES", "-1", r"^MAX_BODY_BYTES: must be between"),
+        ("ENV", "prod", r"^ENV: must be one of"),
+        ("MONGO_URL", "http://db", r"^MONGO_URL: must start with mongodb://"),
+        ("MONGO_WRITE_CONCERN", "most", r"^MONGO_WRITE_CONCERN: expected"),
+        ("LOG_LEVEL", "LOUD", r"^LOG_LEVEL: must be"),
+        ("PAGE_SIZE_DEFAULT", "300", r"^PAGE_SIZE_DEFAULT: must not exceed PAGE_SIZE_MAX"),
+    ],
+)
+def test_invalid_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({name: value})
+
+
+def test_overrides_are_read() -> None:
+    settings = load_settings(
+        {"MONGO_URL": "mongodb://db:27017", "MONGO_DB": "chat", "MONGO_WRITE_CONCERN": "1",
+         "PORT": "9001", "MESSENGER_DATA_DIR": "/tmp/m"}
+    )
+    assert settings.uses_mongo and settings.mongo_db == "chat"
+    assert settings.mongo_write_concern == 1
+    assert settings.port == 9001
+    assert settings.sqlite_path == Path("/tmp/m/messenger.sqlite3")
