@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
+from handlers.body import BoundedBody
 from messenger import validation
 from messenger.errors import (
     ApiError,
@@ -51,37 +52,28 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # -- body ----------------------------------------------------------------------------
     def prepare(self) -> None:
-        self._body = bytearray()
-        self._body_too_large = False
-        limit = self.services.settings.max_body_bytes
-        length = self.request.headers.get("Content-Length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            # Stop reading: the connection closes after this response.
-            self.request.connection.set_max_body_size(limit)
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        self._body = BoundedBody(self.services.settings.max_body_bytes)
+        if self._body.declared_too_large(self.request.headers.get("Content-Length")):
+            # Refused before reading: the connection closes after this response.
+            self.request.connection.set_max_body_size(self._body.limit)
+            raise self._too_large()
         if self.requires_auth:
             self.user_id = self._authenticate()
 
     def data_received(self, chunk: bytes) -> None:
-        if self._body_too_large:
-            return
-        limit = self.services.settings.max_body_bytes
-        if len(self._body) + len(chunk) > limit:
-            # A chunked body grew past the limit: answer now and stop reading; the handler
-            # method still runs once, finds the request finished, and adds nothing.
-            self._body_too_large = True
-            self._body.clear()
-            error = PayloadTooLarge(f"request body is larger than {limit} bytes")
+        if self._body.feed(chunk) and not self._finished:
+            # Far past the limit: answer now; the connection is cut after the response and
+            # the handler method, which still runs once, finds the request finished.
+            error = self._too_large()
             self.send_error(error.status, exc_info=(type(error), error, None))
-            self.request.connection.set_max_body_size(0)
-        else:
-            self._body.extend(chunk)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body is larger than {self._body.limit} bytes")
 
     def json_body(self) -> dict[str, Any]:
-        if self._body_too_large:
-            limit = self.services.settings.max_body_bytes
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        return validation.parse_json_object(bytes(self._body))
+        if self._body.too_large:
+            raise self._too_large()
+        return validation.parse_json_object(self._body.data())
 
     # -- auth ----------------------------------------------------------------------------
     def _authenticate(self) -> str:

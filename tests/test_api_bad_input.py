@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from tests.support.api import Account, Api, Response, expect_error, is_json_response
 
@@ -192,6 +194,39 @@ async def test_message_body_over_64k_413(server) -> None:
     # The server is still fine afterwards.
     ok = await api.post(f"/api/chats/{cid}/messages", {"text": "small"}, token=a.access_token)
     assert ok.status == 201, ok.body
+
+
+@pytest.mark.parametrize("total", [70_000, 2_000_000])
+async def test_chunked_body_over_64k_413(server, total: int) -> None:
+    """No Content-Length: the limit is enforced as chunks arrive, with the same JSON 413."""
+    chunk = b" " * 16_384
+
+    async def producer(write) -> None:
+        await write(b"{")
+        for _ in range(total // len(chunk)):
+            await write(chunk)
+        await write(b"}")
+
+    request = HTTPRequest(
+        server.base_url + "/api/auth/login", method="POST", headers=dict(JSON),
+        body_producer=producer, request_timeout=30,
+    )
+    resp = await AsyncHTTPClient().fetch(request, raise_error=False)
+    assert resp.code == 413, (resp.code, resp.error)
+    assert orjson.loads(resp.body)["error"]["code"] == "payload_too_large"
+    # The server is still fine afterwards.
+    assert (await Api(server.base_url).get("/api/healthz")).status == 200
+
+
+async def test_declared_large_body_refused_before_sending_with_100_continue(server) -> None:
+    body = b"{" + b" " * 2_000_000 + b"}"
+    request = HTTPRequest(
+        server.base_url + "/api/auth/login", method="POST", headers=dict(JSON), body=body,
+        expect_100_continue=True, request_timeout=30,
+    )
+    resp = await AsyncHTTPClient().fetch(request, raise_error=False)
+    assert resp.code == 413, (resp.code, resp.error)
+    assert orjson.loads(resp.body)["error"]["code"] == "payload_too_large"
 
 
 # -- ids in paths ------------------------------------------------------------------------------

@@ -716,6 +716,22 @@ async def test_sqlite_data_survives_reopening(tmp_path: Path) -> None:
         await second.close()
 
 
+async def test_sqlite_migrate_purges_expired_refresh_tokens(tmp_path: Path) -> None:
+    from messenger.store.sqlite import SQLiteStore
+
+    path = tmp_path / "db.sqlite3"
+    adapter = SQLiteStore(path)
+    await adapter.migrate()
+    ann = await new_user(adapter)
+    await adapter.add_refresh_token("old", "fam-old", ann.id, utcnow() - timedelta(seconds=1))
+    await adapter.add_refresh_token("live", "fam-live", ann.id, utcnow() + timedelta(hours=1))
+    await adapter.migrate()  # what a restart runs
+    await adapter.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT jti FROM refresh_tokens").fetchall() == [("live",)]
+        assert conn.execute("SELECT id FROM token_families").fetchall() == [("fam-live",)]
+
+
 async def test_sqlite_unusable_path_is_unavailable(tmp_path: Path) -> None:
     from messenger.store.sqlite import SQLiteStore
 

@@ -15,6 +15,14 @@ Nothing outside ``messenger.store`` knows which adapter is in use; both pass
 * Read positions only move forward and never past ``last_seq``.
 * Adapters use no multi-document transactions on MongoDB: single-document atomic updates, unique
   indexes and idempotent retries.
+* Expired refresh tokens report ``UNKNOWN`` (and are purged in the background: TTL indexes on
+  MongoDB, a periodic delete on SQLite).
+* ``get_chat`` returns ``member_ids`` in the order ``create_chat`` was given them.
+* ``append_messages`` to a chat that does not exist raises ``StoreError`` (callers check the chat
+  first); a malformed id that would have to be stored raises ``StoreError``, while a malformed id
+  in a read simply finds nothing.
+* The database not answering, and any call after ``close()``, raise ``StoreUnavailable``;
+  ``close()`` twice is harmless.
 """
 
 from __future__ import annotations

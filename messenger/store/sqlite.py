@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
 from messenger.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 5_000
+PURGE_INTERVAL_SECONDS = 3600.0
 CACHE_KIB = 32 * 1024
 MMAP_BYTES = 256 * 1024 * 1024
 _IN_CHUNK = 500  # ids per ``IN (...)`` list, well under SQLite's bound-variable limit
@@ -123,6 +125,7 @@ class SQLiteStore(Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._closed = False
+        self._last_purge = time.monotonic()  # migrate() purges at start
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _run[T](self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -197,8 +200,20 @@ class SQLiteStore(Store):
                 raise StoreError(
                     f"{self.path} has schema v{version}; this code knows v{SCHEMA_VERSION}"
                 )
+            self._purge_expired_tokens(conn)
 
         await self._run(op)
+
+    def _purge_expired_tokens(self, conn: sqlite3.Connection) -> None:
+        """Delete expired refresh tokens and the families left empty (the SQLite counterpart of
+        MongoDB's TTL indexes); runs at migrate and then at most once per ``PURGE_INTERVAL``."""
+        self._last_purge = time.monotonic()
+        with _write(conn):
+            conn.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?", (to_millis(utcnow()),))
+            conn.execute(
+                "DELETE FROM token_families WHERE NOT EXISTS"
+                " (SELECT 1 FROM refresh_tokens AS t WHERE t.family_id = token_families.id)"
+            )
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT count(*) FROM sqlite_master").fetchone())
@@ -267,6 +282,8 @@ class SQLiteStore(Store):
         self, jti: str, family_id: str, user_id: str, expires_at: datetime
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
+            if time.monotonic() - self._last_purge > PURGE_INTERVAL_SECONDS:
+                self._purge_expired_tokens(conn)
             with _write(conn):
                 conn.execute(
                     "INSERT INTO token_families (id, user_id) VALUES (?, ?)"

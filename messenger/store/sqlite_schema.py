@@ -7,8 +7,10 @@ appended, never edited once released. Timestamps are integer UTC milliseconds; i
 Every hot query has an index (checked by ``scripts/bench_store`` with EXPLAIN QUERY PLAN):
 
 * ``users``: by id (primary key), by email (unique).
-* ``refresh_tokens``: by jti (primary key), by family; ``token_families``: by id, by user.
-* ``chats``: by id, by direct key (partial unique), by last activity.
+* ``refresh_tokens``: by jti (primary key), by family, by expiry (purging);
+  ``token_families``: by id, by user.
+* ``chats``: by id, by direct key (partial unique). A user's chats are found through
+  ``chat_members`` and sorted by activity there (a user is in few chats).
 * ``chat_members``: by (chat, user) and by (user, chat) for listing a user's chats.
 * ``read_positions``: by (chat, user).
 * ``messages``: by (chat, seq) (unique: history pages, last message), by id, and by
@@ -48,6 +50,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
         "CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id)",
+        "CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_at)",
         """
         CREATE TABLE chats (
             id               TEXT PRIMARY KEY,
@@ -60,7 +63,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE UNIQUE INDEX chats_direct_key ON chats (direct_key) WHERE direct_key IS NOT NULL",
-        "CREATE INDEX chats_last_activity ON chats (last_activity_at DESC, id DESC)",
         """
         CREATE TABLE chat_members (
             chat_id  TEXT NOT NULL REFERENCES chats (id),
