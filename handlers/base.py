@@ -83,6 +83,13 @@ class BaseHandler(tornado.web.RequestHandler):
             raise Unauthorized("a bearer access token is required")
         return self.services.tokens.decode(token.strip(), ACCESS).user_id
 
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The HTTP methods this handler implements (for ``Allow`` on a 405)."""
+        base = tornado.web.RequestHandler
+        return [m.upper() for m in ("get", "post", "put", "patch", "delete")
+                if getattr(cls, m) is not getattr(base, m)]
+
     # -- output --------------------------------------------------------------------------
     def send_json(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -96,6 +103,8 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("WWW-Authenticate", 'Bearer realm="messenger"')
         if error.status == 413:
             self.set_header("Connection", "close")
+        if error.status == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.finish(dumps(error.to_json()))
 
     @staticmethod

@@ -82,6 +82,8 @@ def integer(body: dict[str, Any], field: str, *, minimum: int = 0) -> int:
     value = body.get(field)
     if value is None:
         raise ValidationFailed(field, f"{field} is required")
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)  # JSON has one number type: 3.0 is the integer 3
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationFailed(field, f"{field} must be an integer")
     if value < minimum:

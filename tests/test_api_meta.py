@@ -40,22 +40,24 @@ async def test_unknown_route_is_404_json(server, path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "path"),
+    ("method", "path", "allow"),
     [
-        ("DELETE", "/api/healthz"),
-        ("POST", "/api/healthz"),
-        ("PUT", "/api/readyz"),
-        ("GET", "/api/auth/register"),
-        ("GET", "/api/auth/login"),
-        ("GET", "/api/auth/refresh"),
-        ("DELETE", "/api/users/me"),
-        ("PATCH", "/api/chats"),
+        ("DELETE", "/api/healthz", "GET"),
+        ("POST", "/api/healthz", "GET"),
+        ("PUT", "/api/readyz", "GET"),
+        ("GET", "/api/auth/register", "POST"),
+        ("GET", "/api/auth/login", "POST"),
+        ("GET", "/api/auth/refresh", "POST"),
+        ("DELETE", "/api/users/me", "GET"),
+        ("PATCH", "/api/chats", "GET, POST"),
+        ("TRACE", "/api/chats", "GET, POST"),
     ],
 )
-async def test_wrong_method_is_405_json(server, method: str, path: str) -> None:
+async def test_wrong_method_is_405_json(server, method: str, path: str, allow: str) -> None:
     api = Api(server.base_url)
     account = await api.register()
     body = b"{}" if method in ("POST", "PUT", "PATCH") else None
     # Authenticated, so the only thing wrong with the request is its method.
     resp = await api.request(method, path, body=body, token=account.access_token)
     expect_error(resp, 405, "method_not_allowed")
+    assert resp.header("Allow") == allow  # RFC 9110: a 405 lists what is allowed

@@ -50,7 +50,8 @@ def test_password_limits_in_bytes() -> None:
 
 def test_integer_rejects_bool_and_strings() -> None:
     assert validation.integer({"seq": 3}, "seq") == 3
-    for bad in (True, "3", 3.0, -1, None):
+    assert validation.integer({"seq": 3.0}, "seq") == 3  # JSON Schema: 3.0 is an integer
+    for bad in (True, "3", 3.5, float("inf"), 1e300, -1, None):
         with pytest.raises(ValidationFailed):
             validation.integer({"seq": bad}, "seq")
 
