@@ -80,8 +80,18 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+def _described(schema: dict[str, Any], description: str | None) -> dict[str, Any]:
+    if description is not None:
+        schema["description"] = description
+    return schema
+
+
+def _id_string() -> dict[str, Any]:
+    return {"type": "string", "pattern": ID_PATTERN}
+
+
 def _id(description: str = "A 24-hex-digit id (ObjectId form).") -> dict[str, Any]:
-    return {"type": "string", "pattern": ID_PATTERN, "description": description}
+    return _described(_id_string(), description)
 
 
 def _timestamp() -> dict[str, Any]:
@@ -110,6 +120,48 @@ def _request_object(properties: dict[str, Any], required: list[str]) -> dict[str
         additionalProperties=True,
         propertyNames={"not": {"pattern": "^\\$"}},
     )
+
+
+# -- field schemas (shared by components and request bodies) ------------------------------------
+def _email() -> dict[str, Any]:
+    return {"type": "string", "format": "email", "maxLength": EMAIL_MAX}
+
+
+def _password(min_length: int = 1, description: str | None = None) -> dict[str, Any]:
+    schema = {"type": "string", "minLength": min_length, "maxLength": PASSWORD_MAX_BYTES}
+    return _described(schema, description)
+
+
+def _display_name(description: str | None = None) -> dict[str, Any]:
+    schema = {"type": "string", "minLength": 1, "maxLength": DISPLAY_NAME_MAX}
+    return _described(schema, description)
+
+
+def _chat_type() -> dict[str, Any]:
+    return {"type": "string", "enum": ["direct", "group"]}
+
+
+def _title(description: str | None = None) -> dict[str, Any]:
+    schema = {"type": "string", "minLength": 1, "maxLength": TITLE_MAX}
+    return _nullable(_described(schema, description))
+
+
+def _message_text(settings: Settings, description: str | None = None) -> dict[str, Any]:
+    schema = {"type": "string", "minLength": 1, "maxLength": settings.max_message_length}
+    return _described(schema, description)
+
+
+def _client_msg_id(description: str | None = None) -> dict[str, Any]:
+    schema = {"type": "string", "minLength": 1, "maxLength": CLIENT_MSG_ID_MAX}
+    return _nullable(_described(schema, description))
+
+
+def _read_seq(description: str | None = None) -> dict[str, Any]:
+    return _described({"type": "integer", "minimum": 0}, description)
+
+
+def _check_state() -> dict[str, Any]:
+    return {"type": "string", "enum": ["ok", "unavailable"]}
 
 
 # -- request/response helpers -------------------------------------------------------------------
@@ -208,7 +260,7 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string", "pattern": ID_PATTERN},
+        "schema": _id_string(),
     }
 
 
@@ -263,15 +315,14 @@ def _token_example(settings: Settings) -> dict[str, Any]:
 def _user_properties() -> dict[str, Any]:
     return {
         "id": _id(),
-        "display_name": {"type": "string", "minLength": 1, "maxLength": DISPLAY_NAME_MAX},
+        "display_name": _display_name(),
         "created_at": _timestamp(),
     }
 
 
 def _schemas(settings: Settings) -> dict[str, Any]:
     user_with_email = _user_properties()
-    user_with_email["email"] = {"type": "string", "format": "email", "maxLength": EMAIL_MAX}
-    check_state = {"type": "string", "enum": ["ok", "unavailable"]}
+    user_with_email["email"] = _email()
     return {
         "User": _object(
             _user_properties(),
@@ -304,8 +355,8 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "Chat": _object(
             {
                 "id": _id(),
-                "type": {"type": "string", "enum": ["direct", "group"]},
-                "title": _nullable({"type": "string", "minLength": 1, "maxLength": TITLE_MAX}),
+                "type": _chat_type(),
+                "title": _title(),
                 "member_ids": {
                     "type": "array",
                     "items": _id(),
@@ -348,14 +399,8 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "description": "1, 2, 3, ... per chat: no gaps, no duplicates.",
                 },
                 "sender_id": _id(),
-                "text": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": settings.max_message_length,
-                },
-                "client_msg_id": _nullable(
-                    {"type": "string", "minLength": 1, "maxLength": CLIENT_MSG_ID_MAX}
-                ),
+                "text": _message_text(settings),
+                "client_msg_id": _client_msg_id(),
                 "created_at": _timestamp(),
             },
             description="Shared by REST, WebSocket and long-polling.",
@@ -390,11 +435,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "ReadState": _object(
             {
                 "chat_id": _id(),
-                "seq": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "The caller's read position now.",
-                },
+                "seq": _read_seq("The caller's read position now."),
                 "unread_count": {"type": "integer", "minimum": 0},
             },
             examples=[{"chat_id": _EXAMPLE_CHAT_ID, "seq": 7, "unread_count": 0}],
@@ -426,11 +467,11 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         ),
         "Ready": _object(
             {
-                "status": {"type": "string", "enum": ["ok", "unavailable"]},
+                "status": _check_state(),
                 "checks": {
                     "type": "object",
                     "propertyNames": {"enum": ["mongodb", "sqlite"]},
-                    "additionalProperties": check_state,
+                    "additionalProperties": _check_state(),
                     "description": "One entry: the storage backend in use.",
                 },
             },
@@ -523,25 +564,15 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 request_body=_json_body(
                     _request_object(
                         {
-                            "email": {
-                                "type": "string",
-                                "format": "email",
-                                "maxLength": EMAIL_MAX,
-                            },
-                            "password": {
-                                "type": "string",
-                                "minLength": PASSWORD_MIN_CHARS,
-                                "maxLength": PASSWORD_MAX_BYTES,
-                                "description": f"At least {PASSWORD_MIN_CHARS} characters and "
+                            "email": _email(),
+                            "password": _password(
+                                PASSWORD_MIN_CHARS,
+                                f"At least {PASSWORD_MIN_CHARS} characters and "
                                 f"at most {PASSWORD_MAX_BYTES} bytes in UTF-8.",
-                            },
-                            "display_name": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": DISPLAY_NAME_MAX,
-                                "description": "Trimmed; 1..64 characters after trimming, no "
-                                "control characters.",
-                            },
+                            ),
+                            "display_name": _display_name(
+                                "Trimmed; 1..64 characters after trimming, no control characters."
+                            ),
                         },
                         ["email", "password", "display_name"],
                     ),
@@ -568,16 +599,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 request_body=_json_body(
                     _request_object(
                         {
-                            "email": {
-                                "type": "string",
-                                "format": "email",
-                                "maxLength": EMAIL_MAX,
-                            },
-                            "password": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": PASSWORD_MAX_BYTES,
-                            },
+                            "email": _email(),
+                            "password": _password(),
                         },
                         ["email", "password"],
                     ),
@@ -681,20 +704,13 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 request_body=_json_body(
                     _request_object(
                         {
-                            "type": {"type": "string", "enum": ["direct", "group"]},
+                            "type": _chat_type(),
                             "member_ids": {
                                 "type": "array",
-                                "items": {"type": "string", "pattern": ID_PATTERN},
+                                "items": _id_string(),
                                 "maxItems": settings.max_group_members,
                             },
-                            "title": _nullable(
-                                {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": TITLE_MAX,
-                                    "description": "Groups only; trimmed.",
-                                }
-                            ),
+                            "title": _title("Groups only; trimmed."),
                         },
                         ["type", "member_ids"],
                     ),
@@ -726,7 +742,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "past last_seq is clamped to last_seq.",
                 parameters=[chat_param],
                 request_body=_json_body(
-                    _request_object({"seq": {"type": "integer", "minimum": 0}}, ["seq"]),
+                    _request_object({"seq": _read_seq()}, ["seq"]),
                     {"seq": 7},
                 ),
             )
@@ -772,7 +788,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         "required": False,
                         "description": "A message id of this chat; malformed or foreign -> "
                         "422 field before_id.",
-                        "schema": {"type": "string", "pattern": ID_PATTERN},
+                        "schema": _id_string(),
                     },
                 ],
             ),
@@ -800,21 +816,11 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 request_body=_json_body(
                     _request_object(
                         {
-                            "text": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": settings.max_message_length,
-                                "description": "Not only whitespace; stored as sent "
-                                "(MAX_MESSAGE_LENGTH).",
-                            },
-                            "client_msg_id": _nullable(
-                                {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": CLIENT_MSG_ID_MAX,
-                                    "description": "Client-chosen idempotency key.",
-                                }
+                            "text": _message_text(
+                                settings,
+                                "Not only whitespace; stored as sent (MAX_MESSAGE_LENGTH).",
                             ),
+                            "client_msg_id": _client_msg_id("Client-chosen idempotency key."),
                         },
                         ["text"],
                     ),

@@ -30,25 +30,6 @@ async def create_chat(api: Api, owner: Account, body: dict[str, Any], status: in
     return resp.json
 
 
-async def group(api: Api, owner: Account, *members: Account, title: str | None = None):
-    body = {"type": "group", "member_ids": [m.id for m in members], "title": title}
-    return await create_chat(api, owner, body)
-
-
-async def send(api: Api, sender: Account, chat_id: str, text: str) -> dict[str, Any]:
-    resp = await api.post(
-        f"/api/chats/{chat_id}/messages", {"text": text}, token=sender.access_token
-    )
-    assert resp.status == 201, resp.body
-    return resp.json
-
-
-async def view(api: Api, who: Account, chat_id: str) -> dict[str, Any]:
-    resp = await api.get(f"/api/chats/{chat_id}", token=who.access_token)
-    assert resp.status == 200, resp.body
-    return resp.json
-
-
 async def listing(api: Api, who: Account) -> list[dict[str, Any]]:
     resp = await api.get("/api/chats", token=who.access_token)
     assert resp.status == 200, resp.body
@@ -82,7 +63,7 @@ async def test_group_create_adds_caller_and_collapses_duplicates(server) -> None
     assert chat["unread_count"] == 0
     # Every member sees it.
     for who in (a, b, c):
-        seen = await view(api, who, chat["id"])
+        seen = await api.get_chat(who, chat["id"])
         assert seen["id"] == chat["id"]
         assert sorted(seen["member_ids"]) == sorted(chat["member_ids"])
 
@@ -206,14 +187,14 @@ async def test_group_title_of_100_chars_ok(server) -> None:
 async def test_list_orders_by_recent_activity(server) -> None:
     api = Api(server.base_url)
     a, b = await api.register(), await api.register()
-    first = await group(api, a, b, title="first")
-    second = await group(api, a, b, title="second")
-    third = await group(api, a, b, title="third")
+    first = await api.create_group(a, b, title="first")
+    second = await api.create_group(a, b, title="second")
+    third = await api.create_group(a, b, title="third")
     # No messages yet: newest creation first.
     assert [c["id"] for c in await listing(api, a)] == [third["id"], second["id"], first["id"]]
 
     # A message moves its chat to the top.
-    await send(api, b, first["id"], "hello first")
+    await api.send_text(b, first["id"], "hello first")
     chats = await listing(api, a)
     assert [c["id"] for c in chats] == [first["id"], third["id"], second["id"]]
     top = chats[0]
@@ -226,8 +207,8 @@ async def test_list_orders_by_recent_activity(server) -> None:
     assert chats[1]["last_message"] is None
     assert chats[1]["unread_count"] == 0
 
-    await send(api, a, second["id"], "hello second")
-    await send(api, a, second["id"], "again second")
+    await api.send_text(a, second["id"], "hello second")
+    await api.send_text(a, second["id"], "again second")
     chats = await listing(api, b)
     assert [c["id"] for c in chats] == [second["id"], first["id"], third["id"]]
     assert chats[0]["last_message"]["text"] == "again second"
@@ -240,8 +221,8 @@ async def test_list_orders_by_recent_activity(server) -> None:
 async def test_list_shows_only_own_chats(server) -> None:
     api = Api(server.base_url)
     a, b, c = await api.register(), await api.register(), await api.register()
-    ab = await group(api, a, b)
-    bc = await group(api, b, c)
+    ab = await api.create_group(a, b)
+    bc = await api.create_group(b, c)
     assert [x["id"] for x in await listing(api, a)] == [ab["id"]]
     assert [x["id"] for x in await listing(api, c)] == [bc["id"]]
     assert {x["id"] for x in await listing(api, b)} == {ab["id"], bc["id"]}
@@ -260,8 +241,8 @@ async def test_list_requires_auth(server) -> None:
 async def test_non_member_gets_404_everywhere(server) -> None:
     api = Api(server.base_url)
     a, b, outsider = await api.register(), await api.register(), await api.register()
-    chat = await group(api, a, b)
-    message = await send(api, a, chat["id"], "private")
+    chat = await api.create_group(a, b)
+    message = await api.send_text(a, chat["id"], "private")
     cid = chat["id"]
     token = outsider.access_token
 
@@ -275,7 +256,7 @@ async def test_non_member_gets_404_everywhere(server) -> None:
     expect_error(resp, 404, "chat_not_found")
 
     # Nothing changed for the members.
-    seen = await view(api, b, cid)
+    seen = await api.get_chat(b, cid)
     assert seen["last_seq"] == 1
     assert seen["last_message"]["text"] == "private"
     assert await listing(api, outsider) == []
@@ -310,25 +291,25 @@ async def read(api: Api, who: Account, chat_id: str, seq: Any) -> dict[str, Any]
 async def test_read_forward_only_and_clamped(server) -> None:
     api = Api(server.base_url)
     a, b = await api.register(), await api.register()
-    chat = await group(api, a, b)
+    chat = await api.create_group(a, b)
     cid = chat["id"]
     for i in range(3):
-        await send(api, a, cid, f"m{i}")
-    assert (await view(api, b, cid))["unread_count"] == 3
-    assert (await view(api, a, cid))["unread_count"] == 0
+        await api.send_text(a, cid, f"m{i}")
+    assert (await api.get_chat(b, cid))["unread_count"] == 3
+    assert (await api.get_chat(a, cid))["unread_count"] == 0
 
     assert await read(api, b, cid, 2) == {"chat_id": cid, "seq": 2, "unread_count": 1}
-    assert (await view(api, b, cid))["unread_count"] == 1
+    assert (await api.get_chat(b, cid))["unread_count"] == 1
     # Backwards: unchanged.
     assert await read(api, b, cid, 1) == {"chat_id": cid, "seq": 2, "unread_count": 1}
     assert await read(api, b, cid, 0) == {"chat_id": cid, "seq": 2, "unread_count": 1}
     # Past the end: clamped to last_seq.
     assert await read(api, b, cid, 99) == {"chat_id": cid, "seq": 3, "unread_count": 0}
-    assert (await view(api, b, cid))["unread_count"] == 0
+    assert (await api.get_chat(b, cid))["unread_count"] == 0
 
     # A new message counts as unread again, and the clamp did not leave the position at 99.
-    await send(api, a, cid, "m3")
-    assert (await view(api, b, cid))["unread_count"] == 1
+    await api.send_text(a, cid, "m3")
+    assert (await api.get_chat(b, cid))["unread_count"] == 1
     listed = {c["id"]: c for c in await listing(api, b)}
     assert listed[cid]["unread_count"] == 1
     assert await read(api, b, cid, 4) == {"chat_id": cid, "seq": 4, "unread_count": 0}
@@ -337,13 +318,13 @@ async def test_read_forward_only_and_clamped(server) -> None:
 async def test_sending_moves_own_read_position(server) -> None:
     api = Api(server.base_url)
     a, b = await api.register(), await api.register()
-    cid = (await group(api, a, b))["id"]
-    await send(api, a, cid, "one")
-    await send(api, a, cid, "two")
-    assert (await view(api, b, cid))["unread_count"] == 2
-    await send(api, b, cid, "three")
-    assert (await view(api, b, cid))["unread_count"] == 0
-    assert (await view(api, a, cid))["unread_count"] == 1
+    cid = (await api.create_group(a, b))["id"]
+    await api.send_text(a, cid, "one")
+    await api.send_text(a, cid, "two")
+    assert (await api.get_chat(b, cid))["unread_count"] == 2
+    await api.send_text(b, cid, "three")
+    assert (await api.get_chat(b, cid))["unread_count"] == 0
+    assert (await api.get_chat(a, cid))["unread_count"] == 1
     assert await read(api, b, cid, 0) == {"chat_id": cid, "seq": 3, "unread_count": 0}
 
 
@@ -351,16 +332,16 @@ async def test_sending_moves_own_read_position(server) -> None:
 async def test_read_invalid_seq_422(server, seq) -> None:
     api = Api(server.base_url)
     a, b = await api.register(), await api.register()
-    cid = (await group(api, a, b))["id"]
-    await send(api, a, cid, "x")
+    cid = (await api.create_group(a, b))["id"]
+    await api.send_text(a, cid, "x")
     resp = await api.post(f"/api/chats/{cid}/read", {"seq": seq}, token=b.access_token)
     expect_error(resp, 422, "validation_error", "seq")
-    assert (await view(api, b, cid))["unread_count"] == 1
+    assert (await api.get_chat(b, cid))["unread_count"] == 1
 
 
 async def test_read_missing_seq_422(server) -> None:
     api = Api(server.base_url)
     a, b = await api.register(), await api.register()
-    cid = (await group(api, a, b))["id"]
+    cid = (await api.create_group(a, b))["id"]
     resp = await api.post(f"/api/chats/{cid}/read", {}, token=a.access_token)
     expect_error(resp, 422, "validation_error", "seq")

@@ -16,27 +16,6 @@ TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 MESSAGE_KEYS = {"id", "chat_id", "seq", "sender_id", "text", "client_msg_id", "created_at"}
 
 
-async def group(api: Api, owner: Account, *members: Account) -> str:
-    resp = await api.post(
-        "/api/chats",
-        {"type": "group", "member_ids": [m.id for m in members]},
-        token=owner.access_token,
-    )
-    assert resp.status == 201, resp.body
-    return resp.json["id"]
-
-
-async def send(
-    api: Api, sender: Account, chat_id: str, text: str, client_msg_id: str | None = None
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"text": text}
-    if client_msg_id is not None:
-        body["client_msg_id"] = client_msg_id
-    resp = await api.post(f"/api/chats/{chat_id}/messages", body, token=sender.access_token)
-    assert resp.status == 201, resp.body
-    return resp.json
-
-
 async def history(api: Api, who: Account, chat_id: str, query: str = "") -> dict[str, Any]:
     resp = await api.get(f"/api/chats/{chat_id}/messages{query}", token=who.access_token)
     assert resp.status == 200, resp.body
@@ -48,14 +27,12 @@ async def history(api: Api, who: Account, chat_id: str, query: str = "") -> dict
 
 
 async def last_seq(api: Api, who: Account, chat_id: str) -> int:
-    resp = await api.get(f"/api/chats/{chat_id}", token=who.access_token)
-    assert resp.status == 200, resp.body
-    return resp.json["last_seq"]
+    return (await api.get_chat(who, chat_id))["last_seq"]
 
 
 async def pair_chat(api: Api) -> tuple[Account, Account, str]:
     a, b = await api.register(), await api.register()
-    return a, b, await group(api, a, b)
+    return a, b, (await api.create_group(a, b))["id"]
 
 
 # -- send --------------------------------------------------------------------------------------
@@ -85,7 +62,7 @@ async def test_send_201_shape(server) -> None:
 async def test_send_with_client_msg_id_echoes_it(server) -> None:
     api = Api(server.base_url)
     a, _b, cid = await pair_chat(api)
-    msg = await send(api, a, cid, "hi", client_msg_id="c-1")
+    msg = await api.send_text(a, cid, "hi", client_msg_id="c-1")
     assert msg["client_msg_id"] == "c-1"
     null_id = await api.post(
         f"/api/chats/{cid}/messages", {"text": "x", "client_msg_id": None}, token=a.access_token
@@ -97,20 +74,20 @@ async def test_send_with_client_msg_id_echoes_it(server) -> None:
 async def test_seq_counts_up_per_chat(server) -> None:
     api = Api(server.base_url)
     a, b, cid = await pair_chat(api)
-    other = await group(api, a, b)
-    seqs = [(await send(api, who, cid, f"m{i}"))["seq"] for i, who in enumerate((a, b, a))]
+    other = (await api.create_group(a, b))["id"]
+    seqs = [(await api.send_text(who, cid, f"m{i}"))["seq"] for i, who in enumerate((a, b, a))]
     assert seqs == [1, 2, 3]
     # Another chat has its own counter.
-    assert (await send(api, b, other, "elsewhere"))["seq"] == 1
+    assert (await api.send_text(b, other, "elsewhere"))["seq"] == 1
     assert await last_seq(api, a, cid) == 3
 
 
 async def test_text_of_max_length_ok_and_unicode_kept(server) -> None:
     api = Api(server.base_url)
     a, _b, cid = await pair_chat(api)
-    assert (await send(api, a, cid, "x" * 4000))["text"] == "x" * 4000
+    assert (await api.send_text(a, cid, "x" * 4000))["text"] == "x" * 4000
     text = "Привет 👋 — ünïcode\nsecond line"
-    assert (await send(api, a, cid, text))["text"] == text
+    assert (await api.send_text(a, cid, text))["text"] == text
 
 
 @pytest.mark.parametrize(
@@ -151,7 +128,7 @@ async def test_send_requires_auth(server) -> None:
 async def test_history_pages_walk_everything_once_in_order(server) -> None:
     api = Api(server.base_url)
     a, b, cid = await pair_chat(api)
-    sent = [await send(api, a if i % 2 else b, cid, f"m{i}") for i in range(7)]
+    sent = [await api.send_text(a if i % 2 else b, cid, f"m{i}") for i in range(7)]
     assert [m["seq"] for m in sent] == list(range(1, 8))
 
     # No parameters: everything (fewer than the default 50), oldest first.
@@ -182,7 +159,7 @@ async def test_history_pages_walk_everything_once_in_order(server) -> None:
 async def test_history_exact_fit_has_no_more(server) -> None:
     api = Api(server.base_url)
     a, _b, cid = await pair_chat(api)
-    sent = [await send(api, a, cid, f"m{i}") for i in range(4)]
+    sent = [await api.send_text(a, cid, f"m{i}") for i in range(4)]
     page = await history(api, a, cid, "?limit=4")
     assert page["messages"] == sent
     assert page["has_more"] is False
@@ -214,9 +191,9 @@ async def test_history_bad_limit_422(server, limit: str) -> None:
 async def test_history_bad_before_id_422(server) -> None:
     api = Api(server.base_url)
     a, b, cid = await pair_chat(api)
-    other = await group(api, a, b)
-    await send(api, a, cid, "here")
-    foreign = await send(api, a, other, "there")
+    other = (await api.create_group(a, b))["id"]
+    await api.send_text(a, cid, "here")
+    foreign = await api.send_text(a, other, "there")
     for before_id in ("nope", "A" * 24, "a" * 25, foreign["id"], "0123456789abcdef01234567"):
         resp = await api.get(
             f"/api/chats/{cid}/messages?before_id={before_id}", token=a.access_token
@@ -230,7 +207,7 @@ async def test_history_bad_before_id_422(server) -> None:
 async def test_client_msg_id_replay_returns_original(server) -> None:
     api = Api(server.base_url)
     a, b, cid = await pair_chat(api)
-    first = await send(api, a, cid, "once", client_msg_id="retry-1")
+    first = await api.send_text(a, cid, "once", client_msg_id="retry-1")
     assert await last_seq(api, a, cid) == 1
 
     replay = await api.post(
@@ -252,11 +229,11 @@ async def test_client_msg_id_replay_returns_original(server) -> None:
     assert (await history(api, a, cid))["messages"] == [first]
 
     # Idempotency is per sender and per chat: these are new messages.
-    by_b = await send(api, b, cid, "b too", client_msg_id="retry-1")
+    by_b = await api.send_text(b, cid, "b too", client_msg_id="retry-1")
     assert by_b["id"] != first["id"]
     assert by_b["seq"] == 2
-    other = await group(api, a, b)
-    elsewhere = await send(api, a, other, "other chat", client_msg_id="retry-1")
+    other = (await api.create_group(a, b))["id"]
+    elsewhere = await api.send_text(a, other, "other chat", client_msg_id="retry-1")
     assert elsewhere["seq"] == 1
     assert await last_seq(api, a, cid) == 2
 
@@ -267,7 +244,7 @@ async def test_client_msg_id_replay_returns_original(server) -> None:
 async def test_concurrent_senders_get_gapless_unique_seqs(server) -> None:
     api = Api(server.base_url)
     accounts = [await api.register(name=f"S{i}") for i in range(5)]
-    cid = await group(api, accounts[0], *accounts[1:])
+    cid = (await api.create_group(accounts[0], *accounts[1:]))["id"]
     senders, per_sender = 20, 10
 
     async def sender(n: int) -> list[tuple[int, str, int]]:

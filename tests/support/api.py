@@ -101,6 +101,34 @@ class Api:
         body = resp.json
         return Account(body["user"], body["access_token"], body["refresh_token"], email, password)
 
+    async def create_group(
+        self, owner: Account, *members: Account, title: str | None = None
+    ) -> dict[str, Any]:
+        """Create a group chat of ``owner`` and ``members``; asserts 201, returns the chat."""
+        body: dict[str, Any] = {"type": "group", "member_ids": [m.id for m in members]}
+        if title is not None:
+            body["title"] = title
+        resp = await self.post("/api/chats", body, token=owner.access_token)
+        assert resp.status == 201, resp.body
+        return resp.json
+
+    async def get_chat(self, who: Account, chat_id: str) -> dict[str, Any]:
+        """One chat as ``who`` sees it; asserts 200."""
+        resp = await self.get(f"/api/chats/{chat_id}", token=who.access_token)
+        assert resp.status == 200, resp.body
+        return resp.json
+
+    async def send_text(
+        self, sender: Account, chat_id: str, text: str, client_msg_id: str | None = None
+    ) -> dict[str, Any]:
+        """Send a message; asserts 201 (a new message), returns it."""
+        body: dict[str, Any] = {"text": text}
+        if client_msg_id is not None:
+            body["client_msg_id"] = client_msg_id
+        resp = await self.post(f"/api/chats/{chat_id}/messages", body, token=sender.access_token)
+        assert resp.status == 201, resp.body
+        return resp.json
+
 
 def is_json_response(resp: Response) -> bool:
     return resp.header("Content-Type").split(";")[0].strip() == "application/json"
