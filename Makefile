@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install lint openapi migrate clean bench-store
+.PHONY: run test install lint openapi migrate clean bench-store bench-http
 
 $(BIN)/python:
 	@PY="$$(scripts/find-python)" && echo "using $$PY" && "$$PY" -m venv $(VENV)
@@ -38,6 +38,9 @@ migrate: $(STAMP)
 
 bench-store: $(STAMP)
 	$(BIN)/python scripts/bench_store
+
+bench-http: $(STAMP)
+	$(BIN)/python scripts/bench_http
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
