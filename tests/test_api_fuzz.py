@@ -37,7 +37,9 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Messen
 
 
 @pytest.mark.timeout(300)
-async def test_generated_requests_keep_the_contract(embedded_server: MessengerServer) -> None:
+async def test_generated_requests_keep_the_contract(
+    embedded_server: MessengerServer, tmp_path: Path
+) -> None:
     account = await Api(embedded_server.base_url).register(name="Fuzz")
     cli = Path(sys.executable).with_name("schemathesis")
     command = [
@@ -51,7 +53,8 @@ async def test_generated_requests_keep_the_contract(embedded_server: MessengerSe
         "--no-color",
     ]
     proc = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *command, cwd=tmp_path,  # its caches stay out of the checkout
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     output = (await asyncio.wait_for(proc.communicate(), 280))[0].decode()
     assert proc.returncode == 0, output[-8000:]
