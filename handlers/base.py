@@ -90,6 +90,10 @@ class BaseHandler(tornado.web.RequestHandler):
         return [m.upper() for m in ("get", "post", "put", "patch", "delete")
                 if getattr(cls, m) is not getattr(base, m)]
 
+    def compute_etag(self) -> None:
+        """No ETags: answers are per-user and ``no-store``; hashing every body buys nothing."""
+        return None
+
     # -- output --------------------------------------------------------------------------
     def send_json(self, body: Any, status: int = 200) -> None:
         self.set_status(status)

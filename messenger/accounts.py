@@ -6,22 +6,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from messenger.errors import (
-    ApiError,
+    EmailInUse,
     InvalidCredentials,
     InvalidToken,
-    NotFound,
     RefreshTokenReused,
+    UserNotFound,
 )
 from messenger.ids import is_valid_id
 from messenger.models import RefreshSpend, User
 from messenger.passwords import PasswordHasher
 from messenger.store import EmailTaken, Store
 from messenger.tokens import REFRESH, TokenCodec
-
-
-class EmailTakenError(ApiError):
-    status = 409
-    code = "email_taken"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +49,7 @@ class AccountService:
         try:
             user = await self._store.create_user(email, password_hash, display_name)
         except EmailTaken:
-            raise EmailTakenError("an account with this email already exists") from None
+            raise EmailInUse("an account with this email already exists") from None
         return await self._start_session(user, family_id=None)
 
     async def login(self, email: str, password: str) -> Session:
@@ -93,5 +88,5 @@ class AccountService:
     async def get_user(self, user_id: str) -> User:
         user = await self._store.get_user(user_id) if is_valid_id(user_id) else None
         if user is None:
-            raise NotFound("user not found", code="user_not_found")
+            raise UserNotFound("user not found")
         return user

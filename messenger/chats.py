@@ -10,14 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from messenger.errors import NotFound, ValidationFailed
+from messenger.errors import ChatNotFound, ValidationFailed
 from messenger.ids import direct_key, is_valid_id
 from messenger.models import AppendResult, Chat, ChatType, ChatView, Message, MessageDraft
 from messenger.store import Store
-
-
-def chat_not_found() -> NotFound:
-    return NotFound("chat not found", code="chat_not_found")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +65,13 @@ class ChatService:
     async def get_chat_view(self, caller_id: str, chat_id: str) -> ChatView:
         view = await self._store.get_chat_view(chat_id, caller_id) if is_valid_id(chat_id) else None
         if view is None or not view.chat.is_member(caller_id):
-            raise chat_not_found()
+            raise ChatNotFound("chat not found")
         return view
 
     async def member_chat(self, caller_id: str, chat_id: str) -> Chat:
         chat = await self._store.get_chat(chat_id) if is_valid_id(chat_id) else None
         if chat is None or not chat.is_member(caller_id):
-            raise chat_not_found()
+            raise ChatNotFound("chat not found")
         return chat
 
     async def mark_read(self, caller_id: str, chat_id: str, seq: int) -> ReadState:

@@ -67,9 +67,19 @@ class NotFound(ApiError):
     code = "not_found"
 
 
-class Conflict(ApiError):
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+
+class ChatNotFound(NotFound):
+    """Also what a non-member sees, so chat ids cannot be probed."""
+
+    code = "chat_not_found"
+
+
+class EmailInUse(ApiError):
     status = 409
-    code = "conflict"
+    code = "email_taken"
 
 
 class PayloadTooLarge(ApiError):

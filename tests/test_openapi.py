@@ -230,3 +230,19 @@ def test_openapi_spec_validator_accepts_it() -> None:
     from openapi_spec_validator import validate
 
     validate(orjson.loads(SPEC_FILE.read_bytes()))
+
+
+def test_every_error_class_code_is_in_the_contract() -> None:
+    """A typed error a client can receive is documented in API_CONTRACT.md's code table."""
+    from messenger import errors
+
+    table = (ROOT / "API_CONTRACT.md").read_text().split("## 6. Error codes", 1)[1]
+    documented = set(re.findall(r"^\| `(\w+)` \| (\d{3}) \|", table, re.MULTILINE))
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    for cls in subclasses(errors.ApiError):
+        if cls is errors.ApiError:
+            continue
+        assert (cls.code, str(cls.status)) in documented, (cls.__name__, cls.code, cls.status)
