@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -254,6 +254,9 @@ def run_machine(open_store: StoreFactory, max_examples: int, steps: int) -> None
             derandomize=True,
             database=None,
             suppress_health_check=[HealthCheck.too_slow],
+            # No Phase.explain: tracing every re-run through the store turns a failure report
+            # from well under a minute into five or more.
+            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
         ),
     )
 
