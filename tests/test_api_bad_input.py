@@ -8,7 +8,7 @@ import orjson
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from tests.support.api import Api, Response, expect_error, is_json_response
+from tests.support.api import Api, Response, expect_chat_hidden, expect_error, is_json_response
 
 JSON = {"Content-Type": "application/json"}
 
@@ -229,13 +229,7 @@ async def test_invalid_ids_in_paths_404_json(server, bad: str) -> None:
     a = await api.register()
     token = a.access_token
     expect_error(await api.get(f"/api/users/{bad}", token=token), 404, "user_not_found")
-    expect_error(await api.get(f"/api/chats/{bad}", token=token), 404, "chat_not_found")
-    resp = await api.get(f"/api/chats/{bad}/messages", token=token)
-    expect_error(resp, 404, "chat_not_found")
-    resp = await api.post(f"/api/chats/{bad}/messages", {"text": "x"}, token=token)
-    expect_error(resp, 404, "chat_not_found")
-    resp = await api.post(f"/api/chats/{bad}/read", {"seq": 0}, token=token)
-    expect_error(resp, 404, "chat_not_found")
+    await expect_chat_hidden(api, bad, token)
 
 
 # -- the envelope everywhere -------------------------------------------------------------------

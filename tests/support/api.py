@@ -155,3 +155,14 @@ def expect_error(
     if status == 401:
         assert resp.header("WWW-Authenticate").startswith("Bearer"), resp.headers
     return error
+
+
+async def expect_chat_hidden(api: Api, chat_id: str, token: str) -> None:
+    """Every chat route answers 404 ``chat_not_found`` for this chat id and caller."""
+    expect_error(await api.get(f"/api/chats/{chat_id}", token=token), 404, "chat_not_found")
+    resp = await api.get(f"/api/chats/{chat_id}/messages", token=token)
+    expect_error(resp, 404, "chat_not_found")
+    resp = await api.post(f"/api/chats/{chat_id}/messages", {"text": "let me in"}, token=token)
+    expect_error(resp, 404, "chat_not_found")
+    resp = await api.post(f"/api/chats/{chat_id}/read", {"seq": 1}, token=token)
+    expect_error(resp, 404, "chat_not_found")
