@@ -7,6 +7,7 @@ the variable, so a bad deployment fails at start and not on the first request.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,61 @@ class Settings:
     page_size_max: int
     max_group_members: int
     max_chats_listed: int
+    # real time (API_CONTRACT.md §8)
+    allowed_origins: tuple[str, ...]
+    ws_max_frame_bytes: int
+    ws_messages_per_second: float
+    ws_burst: int
+    ws_ping_interval: float
+    ws_ping_timeout: float
+    ws_idle_timeout: float
+    ws_send_buffer_bytes: int
+    ws_socket_sndbuf: int
+    typing_ttl: float
+    presence_grace: float
+    actor_idle_timeout: float
+    event_ring_size: int
+    event_retention: float
+    resume_max_events: int
+    poll_timeout_default: float
+    poll_timeout_max: float
+    poll_max_events: int
+    send_batch_max: int
+    # attachments (API_CONTRACT.md §9): S3-compatible storage, or local disk when not configured
+    s3_endpoint: str | None
+    s3_public_endpoint: str | None
+    s3_region: str
+    s3_bucket: str
+    s3_access_key_id: str | None
+    s3_secret_access_key: str | None
+    s3_create_bucket: bool
+    upload_max_bytes: int
+    upload_allowed_types: tuple[str, ...]
+    upload_url_ttl: int
+    upload_orphan_age: int
+    upload_cleanup_interval: int
+    max_attachments_per_message: int
+    public_base_url: str | None
+    # email (API_CONTRACT.md §10): SMTP, or log + .eml files when SMTP_HOST is not set
+    smtp_host: str | None
+    smtp_port: int
+    smtp_username: str | None
+    smtp_password: str | None
+    smtp_tls: str
+    smtp_timeout: float
+    mail_from: str
+    email_verify_token_ttl: int
+    password_reset_token_ttl: int
+    email_resend_interval: float
+    mail_poll_interval: float
+    mail_lease: float
+    mail_max_attempts: int
+    mail_retry_base: float
+    mail_retry_max: float
+    digest_enabled: bool
+    digest_delay: float
+    digest_window: float
+    digest_interval: float
 
     @property
     def uses_mongo(self) -> bool:
@@ -54,6 +110,34 @@ class Settings:
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "messenger.sqlite3"
+
+    @property
+    def uses_s3(self) -> bool:
+        """S3-compatible object storage; otherwise attachments live on local disk."""
+        return self.s3_endpoint is not None or self.s3_access_key_id is not None
+
+    @property
+    def uses_smtp(self) -> bool:
+        """Send mail over SMTP; otherwise it is logged and written under ``outbox_dir``."""
+        return self.smtp_host is not None
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where log mode writes each email as an ``.eml`` file."""
+        return self.data_dir / "outbox"
+
+    @property
+    def links_base_url(self) -> str:
+        """The base of links in emails: ``PUBLIC_BASE_URL``, else this server's address."""
+        if self.public_base_url:
+            return self.public_base_url
+        host = "localhost" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
+    def objects_dir(self) -> Path:
+        """Where local-disk storage keeps attachment objects."""
+        return self.data_dir / "objects"
 
 
 def _str(name: str, default: str | None) -> Callable[[Mapping[str, str]], str | None]:
@@ -78,6 +162,122 @@ def _int(name: str, default: int, low: int, high: int) -> Callable[[Mapping[str,
         return value
 
     return read
+
+
+def _float(
+    name: str, default: float, low: float, high: float
+) -> Callable[[Mapping[str, str]], float]:
+    def read(env: Mapping[str, str]) -> float:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}: must be between {low:g} and {high:g}, got {value:g}")
+        return value
+
+    return read
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("ALLOWED_ORIGINS", "").strip()
+    origins = tuple(item.strip().rstrip("/").lower() for item in raw.split(",") if item.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"ALLOWED_ORIGINS: {origin!r} is not '*' or an http(s):// origin"
+            )
+    return origins
+
+
+def _bool(name: str, default: bool) -> Callable[[Mapping[str, str]], bool]:
+    def read(env: Mapping[str, str]) -> bool:
+        raw = env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+
+    return read
+
+
+def _url(name: str) -> Callable[[Mapping[str, str]], str | None]:
+    def read(env: Mapping[str, str]) -> str | None:
+        raw = env.get(name, "").strip().rstrip("/")
+        if not raw:
+            return None
+        if not raw.startswith(("http://", "https://")) or raw in ("http:/", "https:/"):
+            raise ConfigError(f"{name}: must be an http:// or https:// URL, got {raw!r}")
+        return raw
+
+    return read
+
+
+_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+DEFAULT_UPLOAD_TYPES = (
+    "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain"
+)
+
+
+def _media_types(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("UPLOAD_ALLOWED_TYPES", "").strip() or DEFAULT_UPLOAD_TYPES
+    types = tuple(dict.fromkeys(item.strip().lower() for item in raw.split(",") if item.strip()))
+    for item in types:
+        if not _MEDIA_TYPE.match(item):
+            raise ConfigError(f"UPLOAD_ALLOWED_TYPES: {item!r} is not a type/subtype media type")
+    if not types:
+        raise ConfigError("UPLOAD_ALLOWED_TYPES: must list at least one media type")
+    return types
+
+
+def _s3_credentials(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    key_id = _str("S3_ACCESS_KEY_ID", None)(env)
+    secret = _str("S3_SECRET_ACCESS_KEY", None)(env)
+    if (key_id is None) != (secret is None):
+        raise ConfigError("S3_ACCESS_KEY_ID: S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together")
+    return key_id, secret
+
+
+SMTP_TLS_MODES = ("starttls", "tls", "none")
+
+
+def _smtp(env: Mapping[str, str]) -> dict[str, Any]:
+    username = _str("SMTP_USERNAME", None)(env)
+    password = _str("SMTP_PASSWORD", None)(env)
+    if (username is None) != (password is None):
+        raise ConfigError("SMTP_USERNAME: SMTP_USERNAME and SMTP_PASSWORD go together")
+    mode = (_str("SMTP_TLS", "starttls")(env) or "starttls").lower()
+    if mode not in SMTP_TLS_MODES:
+        raise ConfigError(f"SMTP_TLS: must be one of {', '.join(SMTP_TLS_MODES)}, got {mode!r}")
+    return {
+        "smtp_host": _str("SMTP_HOST", None)(env),
+        "smtp_port": _int("SMTP_PORT", 587, 1, 65535)(env),
+        "smtp_username": username,
+        "smtp_password": password,
+        "smtp_tls": mode,
+        "smtp_timeout": _float("SMTP_TIMEOUT_SECONDS", 30.0, 0.1, 600.0)(env),
+    }
+
+
+def _mail_from(env: Mapping[str, str]) -> str:
+    from email.headerregistry import Address
+    from email.utils import parseaddr
+
+    raw = _str("MAIL_FROM", "messenger <no-reply@localhost>")(env) or ""
+    name, address = parseaddr(raw)
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or any(c in raw for c in "\r\n"):
+        raise ConfigError(f"MAIL_FROM: expected an email address like 'Name <a@b.c>', got {raw!r}")
+    try:
+        return str(Address(name, local, domain))
+    except (ValueError, IndexError):
+        raise ConfigError(f"MAIL_FROM: not a valid address: {raw!r}") from None
 
 
 def _write_concern(env: Mapping[str, str]) -> str | int:
@@ -111,6 +311,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
+    s3_key_id, s3_secret = _s3_credentials(env)
     values: dict[str, Any] = {
         "env": mode,
         "host": _str("HOST", "127.0.0.1")(env),
@@ -133,7 +334,65 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "page_size_max": _int("PAGE_SIZE_MAX", 200, 1, 1000)(env),
         "max_group_members": _int("MAX_GROUP_MEMBERS", 1000, 2, 100_000)(env),
         "max_chats_listed": _int("MAX_CHATS_LISTED", 500, 1, 10_000)(env),
+        "allowed_origins": _origins(env),
+        "ws_max_frame_bytes": _int("WS_MAX_FRAME_BYTES", 65_536, 1024, 1_048_576)(env),
+        "ws_messages_per_second": _float("WS_MESSAGES_PER_SECOND", 20.0, 0.1, 10_000.0)(env),
+        "ws_burst": _int("WS_BURST", 60, 1, 100_000)(env),
+        "ws_ping_interval": _float("WS_PING_INTERVAL_SECONDS", 20.0, 0.1, 3600.0)(env),
+        "ws_ping_timeout": _float("WS_PING_TIMEOUT_SECONDS", 20.0, 0.1, 3600.0)(env),
+        "ws_idle_timeout": _float("WS_IDLE_TIMEOUT_SECONDS", 120.0, 0.5, 86_400.0)(env),
+        "ws_send_buffer_bytes": _int("WS_SEND_BUFFER_BYTES", 1_048_576, 4096, 1 << 30)(env),
+        "ws_socket_sndbuf": _int("WS_SOCKET_SNDBUF_BYTES", 262_144, 0, 1 << 30)(env),
+        "typing_ttl": _float("TYPING_TTL_SECONDS", 6.0, 0.1, 300.0)(env),
+        "presence_grace": _float("PRESENCE_GRACE_SECONDS", 5.0, 0.0, 3600.0)(env),
+        "actor_idle_timeout": _float("ACTOR_IDLE_SECONDS", 60.0, 0.1, 86_400.0)(env),
+        "event_ring_size": _int("EVENT_RING_SIZE", 512, 1, 1_000_000)(env),
+        "event_retention": _float("EVENT_RETENTION_SECONDS", 86_400.0, 1.0, 31_536_000.0)(env),
+        "resume_max_events": _int("RESUME_MAX_EVENTS", 10_000, 1, 10_000_000)(env),
+        "poll_timeout_default": _float("POLL_TIMEOUT_DEFAULT_SECONDS", 25.0, 0.0, 300.0)(env),
+        "poll_timeout_max": _float("POLL_TIMEOUT_MAX_SECONDS", 60.0, 0.0, 300.0)(env),
+        "poll_max_events": _int("POLL_MAX_EVENTS", 500, 1, 100_000)(env),
+        "send_batch_max": _int("SEND_BATCH_MAX", 100, 1, 10_000)(env),
+        "s3_endpoint": _url("S3_ENDPOINT")(env),
+        "s3_public_endpoint": _url("S3_PUBLIC_ENDPOINT")(env),
+        "s3_region": _str("S3_REGION", "us-east-1")(env),
+        "s3_bucket": _str("S3_BUCKET", "messenger-attachments")(env),
+        "s3_access_key_id": s3_key_id,
+        "s3_secret_access_key": s3_secret,
+        "s3_create_bucket": _bool("S3_CREATE_BUCKET", False)(env),
+        "upload_max_bytes": _int("UPLOAD_MAX_BYTES", 26_214_400, 1, 5_368_709_120)(env),
+        "upload_allowed_types": _media_types(env),
+        "upload_url_ttl": _int("UPLOAD_URL_TTL_SECONDS", 300, 10, 604_800)(env),
+        "upload_orphan_age": _int("UPLOAD_ORPHAN_AGE_SECONDS", 86_400, 10, 31_536_000)(env),
+        "upload_cleanup_interval": _int("UPLOAD_CLEANUP_INTERVAL_SECONDS", 600, 1, 86_400)(env),
+        "max_attachments_per_message": _int("MAX_ATTACHMENTS_PER_MESSAGE", 10, 1, 100)(env),
+        "public_base_url": _url("PUBLIC_BASE_URL")(env),
+        **_smtp(env),
+        "mail_from": _mail_from(env),
+        "email_verify_token_ttl": _int("EMAIL_VERIFY_TOKEN_TTL_SECONDS", 172_800, 60,
+                                       2_592_000)(env),
+        "password_reset_token_ttl": _int("PASSWORD_RESET_TOKEN_TTL_SECONDS", 3600, 60,
+                                         86_400)(env),
+        "email_resend_interval": _float("EMAIL_RESEND_INTERVAL_SECONDS", 60.0, 0.0,
+                                        86_400.0)(env),
+        "mail_poll_interval": _float("MAIL_POLL_INTERVAL_SECONDS", 5.0, 0.05, 3600.0)(env),
+        "mail_lease": _float("MAIL_LEASE_SECONDS", 300.0, 1.0, 86_400.0)(env),
+        "mail_max_attempts": _int("MAIL_MAX_ATTEMPTS", 12, 1, 1000)(env),
+        "mail_retry_base": _float("MAIL_RETRY_BASE_SECONDS", 30.0, 0.01, 86_400.0)(env),
+        "mail_retry_max": _float("MAIL_RETRY_MAX_SECONDS", 3600.0, 0.01, 604_800.0)(env),
+        "digest_enabled": _bool("DIGEST_ENABLED", True)(env),
+        "digest_delay": _float("DIGEST_DELAY_SECONDS", 900.0, 0.0, 604_800.0)(env),
+        "digest_window": _float("DIGEST_WINDOW_SECONDS", 21_600.0, 0.0, 2_592_000.0)(env),
+        "digest_interval": _float("DIGEST_INTERVAL_SECONDS", 30.0, 0.05, 3600.0)(env),
     }
+    if values["mail_lease"] <= 2 * values["smtp_timeout"]:
+        raise ConfigError("MAIL_LEASE_SECONDS: must be more than 2 x SMTP_TIMEOUT_SECONDS")
+    if values["mail_retry_max"] < values["mail_retry_base"]:
+        raise ConfigError("MAIL_RETRY_MAX_SECONDS: must not be less than MAIL_RETRY_BASE_SECONDS")
+    if values["upload_orphan_age"] < values["upload_url_ttl"]:
+        raise ConfigError("UPLOAD_ORPHAN_AGE_SECONDS: must not be less than UPLOAD_URL_TTL_SECONDS")
+    if values["poll_timeout_default"] > values["poll_timeout_max"]:
+        raise ConfigError("POLL_TIMEOUT_DEFAULT_SECONDS: must not exceed POLL_TIMEOUT_MAX_SECONDS")
     if values["page_size_default"] > values["page_size_max"]:
         raise ConfigError("PAGE_SIZE_DEFAULT: must not exceed PAGE_SIZE_MAX")
     return Settings(**values)

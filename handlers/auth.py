@@ -15,6 +15,7 @@ class RegisterHandler(BaseHandler):
         password = validation.password(body)
         name = validation.display_name(body)
         session = await self.services.accounts.register(email, password, name)
+        await self.services.email.send_verification(session.user)
         self.send_json(session.to_json(), status=201)
 
 

@@ -109,6 +109,9 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("Connection", "close")
         if error.status == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            self.set_header("Retry-After", str(retry_after))
         self.finish(dumps(error.to_json()))
 
     @staticmethod

@@ -36,5 +36,6 @@ class ChatReadHandler(BaseHandler):
     async def post(self, chat_id: str) -> None:
         body = self.json_body()
         seq = validation.integer(body, "seq", minimum=0)
-        state = await self.services.chats.mark_read(self.user_id, chat_id, seq)
-        self.send_json(state.to_json())
+        state = await self.services.realtime.mark_read(self.user_id, chat_id, seq)
+        self.send_json({"chat_id": state.chat_id, "seq": state.seq,
+                        "unread_count": state.unread_count})

@@ -24,7 +24,13 @@ class MessagesHandler(BaseHandler):
 
     async def post(self, chat_id: str) -> None:
         body = self.json_body()
-        text = validation.message_text(body, self.services.settings.max_message_length)
+        settings = self.services.settings
+        attachment_ids = validation.attachment_ids(body, settings.max_attachments_per_message)
+        text = validation.message_text(
+            body, settings.max_message_length, optional=bool(attachment_ids)
+        )
         client_msg_id = validation.client_msg_id(body)
-        result = await self.services.chats.send(self.user_id, chat_id, text, client_msg_id)
+        result = await self.services.realtime.send(
+            self.user_id, chat_id, text, client_msg_id, attachment_ids=attachment_ids
+        )
         self.send_json(result.message.to_json(), status=201 if result.created else 200)

@@ -9,9 +9,23 @@ import tornado.web
 
 from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
 from handlers.chats import ChatHandler, ChatReadHandler, ChatsHandler
+from handlers.email import (
+    PasswordResetConfirmHandler,
+    PasswordResetRequestHandler,
+    ResendVerificationHandler,
+    ResetPasswordPage,
+    VerifyEmailHandler,
+    VerifyEmailPage,
+)
+from handlers.events import EventsHandler
+from handlers.members import ChatMemberHandler, ChatMembersHandler
 from handlers.messages import MessagesHandler
 from handlers.meta import HealthHandler, ReadyHandler, RootHandler
+from handlers.storage import StorageHandler
+from handlers.typing import TypingHandler
+from handlers.uploads import AttachmentHandler, UploadCompleteHandler, UploadsHandler
 from handlers.users import MeHandler, UserHandler
+from handlers.ws import WebSocketHandler
 
 ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/", RootHandler),
@@ -20,12 +34,27 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/api/auth/register", RegisterHandler),
     ("/api/auth/login", LoginHandler),
     ("/api/auth/refresh", RefreshHandler),
+    ("/api/auth/verify", VerifyEmailHandler),
+    ("/api/auth/verify/resend", ResendVerificationHandler),
+    ("/api/auth/password-reset/request", PasswordResetRequestHandler),
+    ("/api/auth/password-reset/confirm", PasswordResetConfirmHandler),
+    ("/verify-email", VerifyEmailPage),
+    ("/reset-password", ResetPasswordPage),
     ("/api/users/me", MeHandler),
     ("/api/users/{user_id}", UserHandler),
     ("/api/chats", ChatsHandler),
     ("/api/chats/{chat_id}", ChatHandler),
     ("/api/chats/{chat_id}/read", ChatReadHandler),
     ("/api/chats/{chat_id}/messages", MessagesHandler),
+    ("/api/uploads", UploadsHandler),
+    ("/api/uploads/{upload_id}/complete", UploadCompleteHandler),
+    ("/api/attachments/{attachment_id}", AttachmentHandler),
+    ("/api/storage/{token}", StorageHandler),
+    ("/api/chats/{chat_id}/members", ChatMembersHandler),
+    ("/api/chats/{chat_id}/members/{user_id}", ChatMemberHandler),
+    ("/api/chats/{chat_id}/typing", TypingHandler),
+    ("/api/events", EventsHandler),
+    ("/ws", WebSocketHandler),
 ]
 
 _PARAM = re.compile(r"\{(\w+)\}")

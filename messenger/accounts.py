@@ -90,3 +90,8 @@ class AccountService:
         if user is None:
             raise UserNotFound("user not found")
         return user
+
+    async def reset_password(self, user_id: str, password: str) -> bool:
+        """Set a new password and revoke every refresh token of the account (every session
+        must log in again); whether the account exists."""
+        return await self._store.set_password(user_id, await self._hasher.hash(password))

@@ -27,6 +27,7 @@ DISPLAY_NAME_MAX = 64
 TITLE_MAX = 100
 CLIENT_MSG_ID_MAX = 128
 REFRESH_TOKEN_MAX = 4096
+FILENAME_MAX = 255
 
 # Every error code a client can see: code -> (HTTP status, when it happens).
 ERROR_CODES: dict[str, tuple[int, str]] = {
@@ -42,6 +43,39 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         401,
         "A refresh token that was already spent was presented again; its whole family is revoked.",
     ),
+    "invalid_signature": (
+        403,
+        "The signed storage URL is malformed, altered, for another method, or expired.",
+    ),
+    "upload_not_found": (404, "No such upload of the caller's (unknown, malformed or expired)."),
+    "attachment_not_found": (
+        404,
+        "No such attachment, never posted, or the caller is a member of no chat where it was "
+        "posted.",
+    ),
+    "upload_missing": (409, "Nothing has been uploaded for this upload yet."),
+    "attachment_not_ready": (409, "An attachment_ids entry is an upload not completed yet."),
+    "attachment_in_use": (409, "An attachment_ids entry is attached to another message already."),
+    "unknown_attachments": (
+        422,
+        "An attachment_ids entry is no upload of the sender's (unknown, expired or someone "
+        "else's).",
+    ),
+    "upload_too_large": (422, "The declared size is over UPLOAD_MAX_BYTES (`field`: size)."),
+    "content_type_not_allowed": (
+        422,
+        "The declared content type is not in UPLOAD_ALLOWED_TYPES (`field`: content_type).",
+    ),
+    "upload_size_mismatch": (
+        422,
+        "The stored object's size (or the PUT's Content-Length) differs from the declared size.",
+    ),
+    "upload_type_mismatch": (
+        422,
+        "The stored object's type (or the PUT's Content-Type) differs from the declared one, or "
+        "its first bytes are not of that type.",
+    ),
+    "storage_unavailable": (503, "The object storage did not answer; retry later."),
     "not_found": (404, "No route matches the path."),
     "user_not_found": (404, "No user with this id (or the id is malformed)."),
     "chat_not_found": (
@@ -50,6 +84,16 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "method_not_allowed": (405, "The route exists but not with this method."),
     "email_taken": (409, "An account with this email already exists."),
+    "email_already_verified": (409, "The caller's email is verified already."),
+    "invalid_email_token": (
+        400,
+        "The emailed token is unknown, expired, already used, or for the other purpose.",
+    ),
+    "resend_too_soon": (
+        429,
+        "A verification email went out less than EMAIL_RESEND_INTERVAL_SECONDS ago; "
+        "`retry_after` says in how many seconds to try again (also the Retry-After header).",
+    ),
     "payload_too_large": (413, "The body is larger than MAX_BODY_BYTES."),
     "validation_error": (
         422,
@@ -58,8 +102,16 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "unknown_members": (
         422,
-        "Well-formed member ids that belong to no user (`field`: member_ids).",
+        "Well-formed member ids that belong to no user (`field`: member_ids, or user_ids when "
+        "adding members).",
     ),
+    "not_a_group": (422, "Members of a direct chat never change (add or leave)."),
+    "forbidden": (403, "Members may only remove themselves from a group."),
+    "websocket_required": (400, "A plain HTTP request to /ws (no WebSocket upgrade)."),
+    "unknown_type": (400, "A WebSocket frame with an unknown type."),
+    "origin_not_allowed": (403, "The Origin may not open a WebSocket here (ALLOWED_ORIGINS)."),
+    "frame_too_large": (413, "A WebSocket frame over WS_MAX_FRAME_BYTES."),
+    "rate_limited": (429, "Too many WebSocket frames per second."),
     "internal_error": (500, "A bug on the server; no details are given."),
     "service_unavailable": (503, "The database did not answer; retry later."),
 }
@@ -182,10 +234,10 @@ def _ok(description: str, schema: dict[str, Any], example: Any = None) -> dict[s
 
 def _error_example(code: str, field: str = "body") -> dict[str, Any]:
     detail: dict[str, Any] = {"code": code, "message": ERROR_CODES[code][1]}
-    if code == "validation_error":
+    if code in ("validation_error", "unknown_members"):
         detail["field"] = field
-    elif code == "unknown_members":
-        detail["field"] = "member_ids"
+    elif code == "resend_too_soon":
+        detail["retry_after"] = 42
     return {"error": detail}
 
 
@@ -273,6 +325,7 @@ def _user_example(*, email: bool) -> dict[str, Any]:
     }
     if email:
         body["email"] = "ann@example.com"
+        body["email_verified"] = True
     return body
 
 
@@ -285,6 +338,7 @@ def _message_example() -> dict[str, Any]:
         "text": "hello",
         "client_msg_id": "c-1f2e3d",
         "created_at": _EXAMPLE_TIME,
+        "attachments": [],
     }
 
 
@@ -323,6 +377,10 @@ def _user_properties() -> dict[str, Any]:
 def _schemas(settings: Settings) -> dict[str, Any]:
     user_with_email = _user_properties()
     user_with_email["email"] = _email()
+    user_with_email["email_verified"] = {
+        "type": "boolean",
+        "description": "The email was proven by a verification or password-reset link.",
+    }
     return {
         "User": _object(
             _user_properties(),
@@ -331,7 +389,8 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         ),
         "UserWithEmail": _object(
             user_with_email,
-            description="The caller's own record: a User plus its email.",
+            description="The caller's own record: a User plus its email and whether it is "
+            "verified.",
             examples=[_user_example(email=True)],
         ),
         "TokenBody": _object(
@@ -362,7 +421,8 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "items": _id(),
                     "minItems": 1,
                     "uniqueItems": True,
-                    "description": "Every member, the creator included.",
+                    "description": "Every member in join order, the creator included unless "
+                    "they left the group.",
                 },
                 "created_at": _timestamp(),
                 "last_seq": {
@@ -399,9 +459,19 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "description": "1, 2, 3, ... per chat: no gaps, no duplicates.",
                 },
                 "sender_id": _id(),
-                "text": _message_text(settings),
+                "text": {
+                    "type": "string",
+                    "maxLength": settings.max_message_length,
+                    "description": "Empty only in a message with attachments.",
+                },
                 "client_msg_id": _client_msg_id(),
                 "created_at": _timestamp(),
+                "attachments": {
+                    "type": "array",
+                    "items": _ref("Attachment"),
+                    "maxItems": settings.max_attachments_per_message,
+                    "description": "In the order sent; [] when none.",
+                },
             },
             description="Shared by REST, WebSocket and long-polling.",
             examples=[_message_example()],
@@ -747,6 +817,74 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 ),
             )
         },
+        "/api/chats/{chat_id}/members": {
+            "post": _operation(
+                "addMembers",
+                "chats",
+                "Add users to a group (any member may)",
+                {
+                    "200": _ok("The chat now, as the caller sees it.", _ref("ChatView")),
+                    **_error_responses(
+                        *_AUTH_ERRORS,
+                        *_BODY_ERRORS,
+                        "chat_not_found",
+                        "not_a_group",
+                        "unknown_members",
+                        *_SERVER_ERRORS,
+                        field="user_ids",
+                    ),
+                },
+                description="New members are appended to member_ids in the order given; "
+                "existing members and repeats are ignored. Groups only (a direct chat -> 422 "
+                f"not_a_group); at most {settings.max_group_members} members in all "
+                "(MAX_GROUP_MEMBERS). Every member gets a members_added event.",
+                parameters=[chat_param],
+                request_body=_json_body(
+                    _request_object(
+                        {
+                            "user_ids": {
+                                "type": "array",
+                                "items": _id_string(),
+                                "minItems": 1,
+                                "maxItems": settings.max_group_members,
+                            }
+                        },
+                        ["user_ids"],
+                    ),
+                    {"user_ids": [_EXAMPLE_OTHER_ID]},
+                ),
+            )
+        },
+        "/api/chats/{chat_id}/members/{user_id}": {
+            "delete": _operation(
+                "leaveChat",
+                "chats",
+                "Leave a group (user_id must be the caller)",
+                {
+                    "204": {"description": "Left the group; no body."},
+                    **_error_responses(
+                        *_AUTH_ERRORS,
+                        "forbidden",
+                        "chat_not_found",
+                        "not_a_group",
+                        *_SERVER_ERRORS,
+                    ),
+                },
+                description="Members may only remove themselves (anyone else -> 403 "
+                "forbidden). Groups only (a direct chat -> 422 not_a_group). The remaining "
+                "members and the one who left get a member_removed event.",
+                parameters=[
+                    chat_param,
+                    {
+                        "name": "user_id",
+                        "in": "path",
+                        "required": True,
+                        "description": "The caller's own id.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+            )
+        },
         "/api/chats/{chat_id}/messages": {
             "get": _operation(
                 "listMessages",
@@ -807,22 +945,40 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         *_AUTH_ERRORS,
                         *_BODY_ERRORS,
                         "chat_not_found",
+                        "attachment_not_ready",
+                        "attachment_in_use",
+                        "unknown_attachments",
                         *_SERVER_ERRORS,
                         field="text",
                     ),
                 },
-                description="Sending moves the sender's read position up to the new message.",
+                description="Sending moves the sender's read position up to the new message. "
+                "`text` is required unless `attachment_ids` lists at least one upload; then it "
+                "may be absent, null or empty (API_CONTRACT.md §4, §9).",
                 parameters=[chat_param],
                 request_body=_json_body(
                     _request_object(
                         {
-                            "text": _message_text(
-                                settings,
-                                "Not only whitespace; stored as sent (MAX_MESSAGE_LENGTH).",
-                            ),
+                            "text": {
+                                "type": ["string", "null"],
+                                "maxLength": settings.max_message_length,
+                                "description": "Not only whitespace; stored as sent "
+                                "(MAX_MESSAGE_LENGTH). Required (1 character at least) "
+                                "without attachments.",
+                            },
                             "client_msg_id": _client_msg_id("Client-chosen idempotency key."),
+                            "attachment_ids": _nullable(
+                                {
+                                    "type": "array",
+                                    "items": _id_string(),
+                                    "maxItems": settings.max_attachments_per_message,
+                                    "uniqueItems": True,
+                                    "description": "Ready uploads of the sender's, not attached "
+                                    "elsewhere (MAX_ATTACHMENTS_PER_MESSAGE).",
+                                }
+                            ),
                         },
-                        ["text"],
+                        [],
                     ),
                     {"text": "hello", "client_msg_id": "c-1f2e3d"},
                 ),
@@ -833,6 +989,10 @@ def _paths(settings: Settings) -> dict[str, Any]:
 
 def build_spec() -> dict[str, Any]:
     """The OpenAPI 3.1 document (deterministic: defaults only, no environment)."""
+    from messenger.api_spec_attachments import attachment_paths, attachment_schemas
+    from messenger.api_spec_email import email_paths, email_schemas
+    from messenger.api_spec_realtime import realtime_paths, realtime_schemas
+
     settings = load_settings({})
     return {
         "openapi": OPENAPI_VERSION,
@@ -848,10 +1008,25 @@ def build_spec() -> dict[str, Any]:
             {"name": "users", "description": "User records."},
             {"name": "chats", "description": "Chats and read positions."},
             {"name": "messages", "description": "History and sending."},
+            {"name": "realtime", "description": "WebSocket, long polling, typing."},
+            {"name": "attachments", "description": "Uploads, attachments and the signed "
+             "storage URLs of local-disk storage."},
+            {"name": "email", "description": "Email verification, password reset, the pages "
+             "the emailed links open."},
         ],
-        "paths": _paths(settings),
+        "paths": {
+            **_paths(settings),
+            **realtime_paths(settings),
+            **email_paths(settings),
+            **attachment_paths(settings),
+        },
         "components": {
-            "schemas": _schemas(settings),
+            "schemas": {
+                **_schemas(settings),
+                **realtime_schemas(),
+                **email_schemas(),
+                **attachment_schemas(settings),
+            },
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",

@@ -13,6 +13,7 @@ import tornado.web
 from config import Settings
 from handlers.base import NotFoundHandler
 from handlers.routes import url_specs
+from handlers.ws import HARD_FRAME_FACTOR
 from messenger.services import Services
 
 log = logging.getLogger("messenger")
@@ -32,6 +33,9 @@ class MessengerApp(tornado.web.Application):
             compress_response=False,
             xsrf_cookies=False,
             serve_traceback=False,
+            websocket_ping_interval=services.settings.ws_ping_interval,
+            websocket_ping_timeout=services.settings.ws_ping_timeout,
+            websocket_max_message_size=services.settings.ws_max_frame_bytes * HARD_FRAME_FACTOR,
         )
         self.services = services
 

@@ -77,6 +77,20 @@ class ChatNotFound(NotFound):
     code = "chat_not_found"
 
 
+class Forbidden(ApiError):
+    """An authenticated member asking for something members may not do (remove another)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotAGroup(ApiError):
+    """A membership change on a direct chat (its two members are fixed)."""
+
+    status = 422
+    code = "not_a_group"
+
+
 class EmailInUse(ApiError):
     status = 409
     code = "email_taken"
@@ -85,6 +99,35 @@ class EmailInUse(ApiError):
 class PayloadTooLarge(ApiError):
     status = 413
     code = "payload_too_large"
+
+
+class FrameTooLarge(ApiError):
+    """A WebSocket frame over ``WS_MAX_FRAME_BYTES`` (the socket stays open)."""
+
+    status = 413
+    code = "frame_too_large"
+
+
+class UnknownFrameType(ApiError):
+    status = 400
+    code = "unknown_type"
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "rate_limited"
+
+
+class OriginNotAllowed(ApiError):
+    status = 403
+    code = "origin_not_allowed"
+
+
+class UpgradeRequired(ApiError):
+    """A plain HTTP request to the WebSocket endpoint."""
+
+    status = 400
+    code = "websocket_required"
 
 
 class MethodNotAllowed(ApiError):
@@ -100,3 +143,92 @@ class ServiceUnavailable(ApiError):
 class InternalError(ApiError):
     status = 500
     code = "internal_error"
+
+
+# -- uploads and attachments (API_CONTRACT.md §9) ------------------------------------------------
+class InvalidSignature(ApiError):
+    """A signed storage URL that is malformed, altered, for another method or expired."""
+
+    status = 403
+    code = "invalid_signature"
+
+
+class UploadNotFound(NotFound):
+    """Also what another user's (or an expired) upload looks like."""
+
+    code = "upload_not_found"
+
+
+class AttachmentNotFound(NotFound):
+    """Also what a caller who is a member of no chat where it was posted sees."""
+
+    code = "attachment_not_found"
+
+
+class UploadMissing(ApiError):
+    status = 409
+    code = "upload_missing"
+
+
+class AttachmentNotReady(ApiError):
+    status = 409
+    code = "attachment_not_ready"
+
+
+class AttachmentInUse(ApiError):
+    status = 409
+    code = "attachment_in_use"
+
+
+class UnknownAttachments(ApiError):
+    status = 422
+    code = "unknown_attachments"
+
+
+class UploadTooLarge(ApiError):
+    status = 422
+    code = "upload_too_large"
+
+
+class ContentTypeNotAllowed(ApiError):
+    status = 422
+    code = "content_type_not_allowed"
+
+
+class UploadSizeMismatch(ApiError):
+    status = 422
+    code = "upload_size_mismatch"
+
+
+class UploadTypeMismatch(ApiError):
+    status = 422
+    code = "upload_type_mismatch"
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The object storage did not answer."""
+
+    code = "storage_unavailable"
+
+
+# -- email: verification and password reset (API_CONTRACT.md §10) -------------------------------
+class InvalidEmailToken(ApiError):
+    """An emailed token that is unknown, expired, spent, or for the other purpose."""
+
+    status = 400
+    code = "invalid_email_token"
+
+
+class EmailAlreadyVerified(ApiError):
+    status = 409
+    code = "email_already_verified"
+
+
+class ResendTooSoon(RateLimited):
+    """Another verification email within ``EMAIL_RESEND_INTERVAL_SECONDS``."""
+
+    code = "resend_too_soon"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after

@@ -26,6 +26,7 @@ class User:
     display_name: str
     password_hash: bytes
     created_at: datetime
+    email_verified: bool = False
 
     def to_json(self, *, include_email: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -35,6 +36,7 @@ class User:
         }
         if include_email:
             body["email"] = self.email
+            body["email_verified"] = self.email_verified
         return body
 
 
@@ -63,6 +65,24 @@ class Chat:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file carried by a message: a completed upload (its id), as recipients see it."""
+
+    id: str
+    filename: str
+    content_type: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     id: str
     chat_id: str
@@ -71,6 +91,7 @@ class Message:
     text: str
     client_msg_id: str | None
     created_at: datetime
+    attachments: tuple[Attachment, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +102,7 @@ class Message:
             "text": self.text,
             "client_msg_id": self.client_msg_id,
             "created_at": isoformat(self.created_at),
+            "attachments": [attachment.to_json() for attachment in self.attachments],
         }
 
 
@@ -91,6 +113,7 @@ class MessageDraft:
     sender_id: str
     text: str
     client_msg_id: str | None = None
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +141,16 @@ class ChatView:
         return body
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One entry of the event log: stored once, with every user it goes to."""
+
+    id: int  # positive, increasing in the order events were appended; never reused
+    recipients: tuple[str, ...]  # user ids
+    payload: bytes  # a JSON object (orjson bytes) without ``event_id``
+    created_at: datetime
+
+
 class RefreshSpend(StrEnum):
     SPENT = "spent"  # the token was live and is now spent: issue the next pair
     REUSED = "reused"  # the token had been spent before: revoke its family
@@ -137,3 +170,84 @@ class RefreshToken:
 class SpendResult:
     outcome: RefreshSpend
     token: RefreshToken | None
+
+
+class UploadStatus(StrEnum):
+    PENDING = "pending"  # created; the object may or may not have been uploaded yet
+    READY = "ready"  # completed: the object exists with the declared size and type
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file a user uploads to object storage, later attached to messages by its ``id``.
+
+    ``attached`` turns true when a message carrying it is stored; attached uploads are never
+    cleaned up. ``object_key`` is the storage key; clients never see it.
+    """
+
+    id: str
+    owner_id: str
+    object_key: str
+    filename: str
+    content_type: str
+    size: int
+    status: UploadStatus
+    created_at: datetime
+    attached: bool = False
+
+    @property
+    def attachment(self) -> Attachment:
+        return Attachment(self.id, self.filename, self.content_type, self.size)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+            "status": str(self.status),
+            "created_at": isoformat(self.created_at),
+        }
+
+
+# -- email (API_CONTRACT.md §10) -----------------------------------------------------------------
+class EmailTokenPurpose(StrEnum):
+    VERIFY = "verify"  # proves the address of a new account
+    RESET = "reset"  # lets the address's owner set a new password
+
+
+class MailStatus(StrEnum):
+    PENDING = "pending"  # waiting for its next attempt (or claimed by a mailer right now)
+    SENT = "sent"  # the SMTP server (or log mode) took it
+    FAILED = "failed"  # given up: a permanent answer, or MAIL_MAX_ATTEMPTS attempts
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMail:
+    """One email in the outbox: the whole RFC 5322 message, and its delivery state.
+
+    ``lease_id`` is set by each claim; only the holder of the current lease may record the
+    outcome of an attempt. ``attempts`` counts claims (an attempt may have been cut short).
+    """
+
+    id: str
+    kind: str  # "verify", "reset", "digest"
+    recipient: str
+    message: bytes
+    status: MailStatus
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    lease_id: str | None = None
+    last_error: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DigestCheck:
+    """An offline user whose missed-message digest is due to be looked at (``check_at``)."""
+
+    user_id: str
+    offline_since: datetime
+    last_digest_at: datetime | None
+    check_at: datetime

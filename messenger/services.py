@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from actors.hub import RealtimeHub
+from actors.mail import MailWorkers
+from actors.uploads import UploadCleaner
 from config import Settings
 from messenger.accounts import AccountService
+from messenger.attachments import AttachmentService
 from messenger.chats import ChatService
+from messenger.mail.service import EmailService
 from messenger.passwords import PasswordHasher
+from messenger.storage import ObjectStorage, open_storage
 from messenger.store import Store, open_store
 from messenger.tokens import TokenCodec
 
@@ -19,6 +25,18 @@ class Services:
     tokens: TokenCodec
     accounts: AccountService
     chats: ChatService
+    storage: ObjectStorage
+    attachments: AttachmentService
+    realtime: RealtimeHub = field(init=False)
+    upload_cleaner: UploadCleaner | None = field(default=None, init=False)
+    email: EmailService = field(init=False)
+    mail_workers: MailWorkers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.realtime = RealtimeHub(self)
+        self.chats.set_notifier(self.realtime)
+        self.email = EmailService(self.settings, self.store, self.accounts)
+        self.mail_workers = MailWorkers(self.settings, self.store, self.email)
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
@@ -31,6 +49,16 @@ class Services:
             settings.refresh_token_ttl,
         )
         hasher = PasswordHasher(settings.bcrypt_rounds)
+        storage = open_storage(settings)
+        attachments = AttachmentService(
+            store,
+            storage,
+            max_bytes=settings.upload_max_bytes,
+            allowed_types=settings.upload_allowed_types,
+            url_ttl=settings.upload_url_ttl,
+            orphan_age=settings.upload_orphan_age,
+            max_per_message=settings.max_attachments_per_message,
+        )
         return cls(
             settings=settings,
             store=store,
@@ -40,11 +68,25 @@ class Services:
                 store,
                 max_group_members=settings.max_group_members,
                 max_chats_listed=settings.max_chats_listed,
+                attachments=attachments,
             ),
+            storage=storage,
+            attachments=attachments,
         )
 
     async def start(self) -> None:
         await self.store.migrate()
+        await self.storage.start()
+        self.upload_cleaner = UploadCleaner(
+            self.attachments, self.settings.upload_cleanup_interval
+        ).start()  # type: ignore[assignment]
+        await self.realtime.start()
+        await self.mail_workers.start()
 
     async def close(self) -> None:
+        await self.realtime.close()
+        await self.mail_workers.close()
+        if self.upload_cleaner is not None:
+            await self.upload_cleaner.stop()
         await self.store.close()
+        await self.storage.close()

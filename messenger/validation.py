@@ -37,6 +37,11 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+def refuse_operators(value: dict[str, Any]) -> None:
+    """Raise ``ValidationFailed`` if any key, at any depth, starts with ``$``."""
+    _refuse_operators(value, "")
+
+
 def _refuse_operators(value: Any, path: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -149,7 +154,11 @@ def choice(body: dict[str, Any], field: str, options: tuple[str, ...]) -> str:
     return value
 
 
-def message_text(body: dict[str, Any], max_len: int) -> str:
+def message_text(body: dict[str, Any], max_len: int, *, optional: bool = False) -> str:
+    """The text of a message. ``optional`` (a message with attachments): absent, null or
+    ``""`` give ``""``; any other text follows the usual rules."""
+    if optional and body.get("text") in (None, ""):
+        return ""
     value = string(body, "text", max_len=max_len)
     assert value is not None
     if not value.strip():
@@ -169,9 +178,53 @@ def query_int(raw: str | None, field: str, *, default: int, minimum: int, maximu
     if raw is None:
         return default
     raw = raw.strip()
-    if not re.fullmatch(r"\d{1,9}", raw):
+    if not re.fullmatch(r"\d{1,16}", raw):
         raise ValidationFailed(field, f"{field} must be an integer")
     value = int(raw)
     if not minimum <= value <= maximum:
         raise ValidationFailed(field, f"{field} must be between {minimum} and {maximum}")
+    return value
+
+
+def query_float(
+    raw: str | None, field: str, *, default: float, minimum: float, maximum: float
+) -> float:
+    """A decimal number query parameter within ``[minimum, maximum]``."""
+    if raw is None:
+        return default
+    raw = raw.strip()
+    if not re.fullmatch(r"\d{1,6}(\.\d{1,3})?", raw):
+        raise ValidationFailed(field, f"{field} must be a number of seconds")
+    value = float(raw)
+    if not minimum <= value <= maximum:
+        raise ValidationFailed(field, f"{field} must be between {minimum:g} and {maximum:g}")
+    return value
+
+
+def boolean(body: dict[str, Any], field: str) -> bool:
+    value = body.get(field)
+    if not isinstance(value, bool):
+        raise ValidationFailed(field, f"{field} must be true or false")
+    return value
+
+
+def attachment_ids(body: dict[str, Any], max_items: int) -> list[str]:
+    """Optional ``attachment_ids``: at most ``max_items`` distinct ids (absent or null: none)."""
+    if body.get("attachment_ids") is None:
+        return []
+    ids = id_list(body, "attachment_ids", max_items=max_items)
+    if len(set(ids)) != len(ids):
+        raise ValidationFailed("attachment_ids", "attachment_ids must not repeat an id")
+    return ids
+
+
+FILENAME_MAX = 255
+
+
+def filename(body: dict[str, Any]) -> str:
+    """An upload's file name: trimmed, 1..255 characters, no control characters."""
+    value = string(body, "filename", max_len=FILENAME_MAX, strip=True)
+    assert value is not None
+    if _has_control_chars(value):
+        raise ValidationFailed("filename", "filename must not contain control characters")
     return value

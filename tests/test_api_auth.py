@@ -30,7 +30,8 @@ def check_token_body(body: dict[str, Any], email: str, display_name: str) -> Non
     assert isinstance(body["refresh_token"], str) and body["refresh_token"]
     assert body["access_token"] != body["refresh_token"]
     user = body["user"]
-    assert set(user) == {"id", "display_name", "created_at", "email"}
+    assert set(user) == {"id", "display_name", "created_at", "email", "email_verified"}
+    assert user["email_verified"] is False
     assert ID.match(user["id"])
     assert user["email"] == email
     assert user["display_name"] == display_name

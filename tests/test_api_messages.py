@@ -13,7 +13,9 @@ from tests.support.api import Account, Api, expect_error, is_json_response
 
 ID = re.compile(r"^[0-9a-f]{24}$")
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-MESSAGE_KEYS = {"id", "chat_id", "seq", "sender_id", "text", "client_msg_id", "created_at"}
+MESSAGE_KEYS = {
+    "id", "chat_id", "seq", "sender_id", "text", "client_msg_id", "created_at", "attachments"
+}
 
 
 async def history(api: Api, who: Account, chat_id: str, query: str = "") -> dict[str, Any]:

@@ -18,7 +18,7 @@ async def test_me_includes_email(server) -> None:
     assert resp.status == 200, resp.body
     assert is_json_response(resp)
     body = resp.json
-    assert set(body) == {"id", "display_name", "created_at", "email"}
+    assert set(body) == {"id", "display_name", "created_at", "email", "email_verified"}
     assert body["id"] == account.id
     assert body["email"] == account.email
     assert body["display_name"] == "Mia"

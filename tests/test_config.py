@@ -33,6 +33,25 @@ def test_env_file_example_lists_every_setting() -> None:
         "ACCESS_TOKEN_TTL_SECONDS", "REFRESH_TOKEN_TTL_SECONDS", "BCRYPT_ROUNDS",
         "MAX_BODY_BYTES", "MAX_MESSAGE_LENGTH", "PAGE_SIZE_DEFAULT", "PAGE_SIZE_MAX",
         "MAX_GROUP_MEMBERS", "MAX_CHATS_LISTED",
+        # real time
+        "ALLOWED_ORIGINS", "WS_MAX_FRAME_BYTES", "WS_MESSAGES_PER_SECOND", "WS_BURST",
+        "WS_PING_INTERVAL_SECONDS", "WS_PING_TIMEOUT_SECONDS", "WS_IDLE_TIMEOUT_SECONDS",
+        "WS_SEND_BUFFER_BYTES", "WS_SOCKET_SNDBUF_BYTES", "TYPING_TTL_SECONDS",
+        "PRESENCE_GRACE_SECONDS", "ACTOR_IDLE_SECONDS", "EVENT_RING_SIZE",
+        "EVENT_RETENTION_SECONDS", "RESUME_MAX_EVENTS", "POLL_TIMEOUT_DEFAULT_SECONDS",
+        "POLL_TIMEOUT_MAX_SECONDS", "POLL_MAX_EVENTS", "SEND_BATCH_MAX",
+        # attachments
+        "S3_ENDPOINT", "S3_PUBLIC_ENDPOINT", "S3_REGION", "S3_BUCKET", "S3_ACCESS_KEY_ID",
+        "S3_SECRET_ACCESS_KEY", "S3_CREATE_BUCKET", "UPLOAD_MAX_BYTES", "UPLOAD_ALLOWED_TYPES",
+        "UPLOAD_URL_TTL_SECONDS", "UPLOAD_ORPHAN_AGE_SECONDS", "UPLOAD_CLEANUP_INTERVAL_SECONDS",
+        "MAX_ATTACHMENTS_PER_MESSAGE", "PUBLIC_BASE_URL",
+        # email
+        "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS",
+        "SMTP_TIMEOUT_SECONDS", "MAIL_FROM", "EMAIL_VERIFY_TOKEN_TTL_SECONDS",
+        "PASSWORD_RESET_TOKEN_TTL_SECONDS", "EMAIL_RESEND_INTERVAL_SECONDS",
+        "MAIL_POLL_INTERVAL_SECONDS", "MAIL_LEASE_SECONDS", "MAIL_MAX_ATTEMPTS",
+        "MAIL_RETRY_BASE_SECONDS", "MAIL_RETRY_MAX_SECONDS", "DIGEST_ENABLED",
+        "DIGEST_DELAY_SECONDS", "DIGEST_WINDOW_SECONDS", "DIGEST_INTERVAL_SECONDS",
     }
     assert names == read_by_loader
 
@@ -86,3 +105,37 @@ def test_overrides_are_read() -> None:
     assert settings.mongo_write_concern == 1
     assert settings.port == 9001
     assert settings.sqlite_path == Path("/tmp/m/messenger.sqlite3")
+
+
+def test_email_defaults_are_log_mode_with_links_to_this_server() -> None:
+    settings = load_settings({})
+    assert not settings.uses_smtp and settings.outbox_dir == Path("var/outbox")
+    assert (settings.smtp_port, settings.smtp_tls) == (587, "starttls")
+    assert settings.mail_from == "messenger <no-reply@localhost>"
+    assert settings.links_base_url == "http://127.0.0.1:8000"
+    assert load_settings({"HOST": "0.0.0.0", "PORT": "80"}).links_base_url == "http://localhost:80"
+    public = load_settings({"PUBLIC_BASE_URL": "https://chat.example.com/"})
+    assert public.links_base_url == "https://chat.example.com"
+    smtp = load_settings({"SMTP_HOST": "mailpit", "SMTP_PORT": "1025", "SMTP_TLS": "NONE",
+                          "MAIL_FROM": "Chat <chat@example.com>"})
+    assert smtp.uses_smtp and (smtp.smtp_host, smtp.smtp_port, smtp.smtp_tls) == (
+        "mailpit", 1025, "none")
+    assert smtp.mail_from == "Chat <chat@example.com>"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SMTP_TLS": "ssl"}, r"^SMTP_TLS: must be one of"),
+        ({"SMTP_USERNAME": "ann"}, r"^SMTP_USERNAME: .*go together"),
+        ({"MAIL_FROM": "not an address"}, r"^MAIL_FROM: "),
+        ({"MAIL_FROM": "a@b.example\nBcc: x@y.example"}, r"^MAIL_FROM: "),
+        ({"MAIL_LEASE_SECONDS": "10", "SMTP_TIMEOUT_SECONDS": "5"}, r"^MAIL_LEASE_SECONDS: "),
+        ({"MAIL_RETRY_BASE_SECONDS": "60", "MAIL_RETRY_MAX_SECONDS": "10"},
+         r"^MAIL_RETRY_MAX_SECONDS: "),
+        ({"DIGEST_ENABLED": "maybe"}, r"^DIGEST_ENABLED: expected true or false"),
+    ],
+)
+def test_invalid_email_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)

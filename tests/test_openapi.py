@@ -60,7 +60,8 @@ def _route_methods() -> dict[str, set[str]]:
     for path, handler in ROUTES:
         assert path not in table, f"duplicate route {path}"
         if issubclass(handler, WebSocketHandler):
-            continue  # WebSocket endpoints are specified by the real-time work, not OpenAPI
+            table[path] = {"get"}  # the handshake; its frames are in API_CONTRACT.md §8
+            continue
         table[path] = {
             m for m in HTTP_METHODS if getattr(handler, m) is not getattr(RequestHandler, m)
         }

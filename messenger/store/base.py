@@ -17,10 +17,50 @@ Nothing outside ``messenger.store`` knows which adapter is in use; both pass
   indexes and idempotent retries.
 * Expired refresh tokens report ``UNKNOWN`` (and are purged in the background: TTL indexes on
   MongoDB, a periodic delete on SQLite).
-* ``get_chat`` returns ``member_ids`` in the order ``create_chat`` was given them.
+* ``get_chat`` returns ``member_ids`` in join order: the order ``create_chat`` was given them,
+  then each ``add_members`` call's new members in the order given (a member removed and added
+  again goes to the end).
+* ``add_members`` appends the given users that are not members yet (repeats and existing members
+  are ignored) and ``remove_member`` removes one (a no-op when not a member); both return the
+  chat as it is afterwards, are atomic on one chat and raise ``StoreError`` for a chat that does
+  not exist. They check neither the chat type nor a member limit nor that the users exist
+  (``ChatService`` does); read positions are kept.
+* ``contact_ids(user)`` is every user sharing at least one chat with ``user``, without ``user``.
+* The event log: ``append_events`` stores a batch of ``(recipients, payload)`` (one entry per
+  event, not per recipient) and returns ids that are consecutive and increasing in batch order,
+  larger than every id assigned before and never reused, also after a purge. Within one process
+  calls are serialised, so an id assigned later is always stored later. ``list_events(user,
+  after_id, limit)`` returns that user's events with ``id > after_id``, ascending.
+  ``event_bounds()`` is ``(floor, head)``: ``head`` the largest id ever assigned (0 if none),
+  ``floor`` such that every event with ``id > floor`` is still stored (0 until a purge).
+  ``purge_events(before)`` sets ``floor`` to the largest id among events created before
+  ``before`` and deletes every event with ``id <= floor`` (with a monotonic clock: exactly the
+  events created before ``before``); it returns how many it deleted. The floor is raised before
+  anything is deleted, so a reader that checks ``after_id >= floor`` first never misses an event.
+* A draft's ``attachments`` are stored with its message (and come back with it everywhere), and
+  their uploads count as attached from then on (``Upload.attached``; SQLite: in the same
+  transaction; MongoDB: right after the insert, and ``list_unattached_uploads`` repairs a flag a
+  crash left unset). A replayed draft stores nothing, so it attaches nothing.
 * ``append_messages`` to a chat that does not exist raises ``StoreError`` (callers check the chat
   first); a malformed id that would have to be stored raises ``StoreError``, while a malformed id
   in a read simply finds nothing.
+* Email (API_CONTRACT.md §10). ``User.email_verified`` starts false; ``set_email_verified`` sets
+  it. Email tokens are stored by hash; ``consume_email_token`` spends a live token of the given
+  purpose exactly once, also under concurrent calls, and spends the user's other tokens of that
+  purpose with it. ``set_password`` replaces the hash and revokes every refresh-token family of
+  the user (MongoDB: revoke, set, revoke again, so a login racing the change cannot survive it).
+  ``claim_send_slot`` is an atomic per-key rate limit.
+* The outbox: ``claim_mail`` hands a due pending mail (``next_attempt_at <= now``, oldest due
+  first) to one caller only: it sets a fresh ``lease_id``, counts the attempt and moves
+  ``next_attempt_at`` to the lease's end, so a crashed mailer's mail is due again then.
+  ``mark_mail_sent`` / ``retry_mail`` / ``fail_mail`` act only with the current ``lease_id``
+  (and say whether they did). ``purge_outbox`` deletes mail finished before a time.
+* Presence for digests: ``record_presence`` keeps each user's latest state (a report older
+  than the stored one is ignored); going offline sets ``check_at`` to that time.
+  ``flag_digest_checks(active_since, at)`` sets ``check_at = at`` for offline users without one
+  who are members of a chat with ``last_activity_at > active_since``; ``digest_checks`` lists
+  offline users with ``check_at <= due``, oldest first; ``set_digest_check`` is a
+  compare-and-set on ``check_at`` (with ``digest_sent_at``: only while still offline).
 * The database not answering, and any call after ``close()``, raise ``StoreUnavailable``;
   ``close()`` twice is harmless.
 """
@@ -36,9 +76,14 @@ from messenger.models import (
     Chat,
     ChatType,
     ChatView,
+    DigestCheck,
+    EmailTokenPurpose,
     Message,
     MessageDraft,
+    OutboxMail,
     SpendResult,
+    StoredEvent,
+    Upload,
     User,
 )
 
@@ -122,6 +167,18 @@ class Store(abc.ABC):
     async def mark_read(self, chat_id: str, user_id: str, seq: int) -> int:
         """Move the read position forward to ``min(seq, last_seq)``; return the position now."""
 
+    @abc.abstractmethod
+    async def add_members(self, chat_id: str, user_ids: Sequence[str]) -> Chat:
+        """Append the users that are not members yet, in the order given; return the chat now."""
+
+    @abc.abstractmethod
+    async def remove_member(self, chat_id: str, user_id: str) -> Chat:
+        """Remove one member (a no-op if not a member); return the chat now."""
+
+    @abc.abstractmethod
+    async def contact_ids(self, user_id: str) -> set[str]:
+        """The users sharing at least one chat with ``user_id`` (``user_id`` excluded)."""
+
     # -- messages ----------------------------------------------------------------------------
     @abc.abstractmethod
     async def append_messages(
@@ -142,3 +199,134 @@ class Store(abc.ABC):
     ) -> tuple[list[Message], bool]:
         """Up to ``limit`` messages with ``seq < before_seq`` (or the newest), oldest first,
         and whether older ones exist."""
+
+    # -- event log ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def append_events(self, events: Sequence[tuple[Sequence[str], bytes]]) -> list[int]:
+        """Store a batch of ``(recipient user ids, payload)``; return their ids (consecutive,
+        increasing in batch order). A malformed recipient id raises ``StoreError``."""
+
+    @abc.abstractmethod
+    async def list_events(self, user_id: str, after_id: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` events for ``user_id`` with ``id > after_id``, oldest first."""
+
+    @abc.abstractmethod
+    async def event_bounds(self) -> tuple[int, int]:
+        """``(floor, head)``: every event with ``id > floor`` is stored; ``head`` is the
+        largest id ever assigned (both 0 for an empty log)."""
+
+    @abc.abstractmethod
+    async def purge_events(self, created_before: datetime) -> int:
+        """Delete the events created before ``created_before`` (see the module docstring for
+        the floor); return how many were deleted."""
+
+    # -- uploads and attachments ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_upload(self, upload: Upload) -> None:
+        """Record a new upload (``owner_id`` is a user; ``id`` is new)."""
+
+    @abc.abstractmethod
+    async def get_uploads(self, upload_ids: Sequence[str]) -> list[Upload]:
+        """The uploads that exist among ``upload_ids`` (any order, no duplicates)."""
+
+    @abc.abstractmethod
+    async def mark_upload_ready(self, upload_id: str) -> Upload | None:
+        """Move a pending upload to ``READY`` (a ready one stays so); the record now, or None."""
+
+    @abc.abstractmethod
+    async def messages_with_attachments(self, attachment_ids: Sequence[str]) -> list[Message]:
+        """The stored messages that carry any of ``attachment_ids`` (any chat, any order)."""
+
+    @abc.abstractmethod
+    async def list_unattached_uploads(self, created_before: datetime, limit: int) -> list[Upload]:
+        """Up to ``limit`` uploads created before ``created_before`` that no stored message
+        carries, oldest first."""
+
+    @abc.abstractmethod
+    async def delete_upload(self, upload_id: str) -> bool:
+        """Delete an upload's record unless a stored message carries it; whether it did."""
+
+    # -- email: verification, password reset (API_CONTRACT.md §10) --------------------------
+    @abc.abstractmethod
+    async def set_email_verified(self, user_id: str) -> User | None:
+        """Mark the user's email verified; the user now, or None if there is no such user."""
+
+    @abc.abstractmethod
+    async def set_password(self, user_id: str, password_hash: bytes) -> bool:
+        """Replace the password hash and revoke every refresh-token family of the user;
+        whether the user exists."""
+
+    @abc.abstractmethod
+    async def add_email_token(
+        self, token_hash: str, user_id: str, purpose: EmailTokenPurpose, expires_at: datetime
+    ) -> None:
+        """Record an emailed token by its hash (the hash is new)."""
+
+    @abc.abstractmethod
+    async def consume_email_token(self, token_hash: str, purpose: EmailTokenPurpose) -> str | None:
+        """Spend a live token of ``purpose`` and every other token of its user and purpose;
+        the user id, or None (unknown, expired, spent or of the other purpose)."""
+
+    @abc.abstractmethod
+    async def claim_send_slot(self, key: str, now: datetime, interval: float) -> float:
+        """Rate limit: when the last slot of ``key`` was taken at least ``interval`` seconds
+        before ``now`` (or never), take it and return 0; else return the seconds left."""
+
+    # -- the outbox ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def enqueue_mail(self, mail: OutboxMail) -> None:
+        """Store a new pending mail (its ``id`` is new); due at its ``next_attempt_at``."""
+
+    @abc.abstractmethod
+    async def claim_mail(self, now: datetime, lease_until: datetime) -> OutboxMail | None:
+        """Claim the pending mail due first (``next_attempt_at <= now``) for one caller: a new
+        ``lease_id``, ``attempts + 1``, ``next_attempt_at = lease_until``. None if none is due."""
+
+    @abc.abstractmethod
+    async def mark_mail_sent(self, mail_id: str, lease_id: str, at: datetime) -> bool:
+        """Sent, if ``lease_id`` still holds the mail; whether it did."""
+
+    @abc.abstractmethod
+    async def retry_mail(
+        self, mail_id: str, lease_id: str, next_attempt_at: datetime, error: str
+    ) -> bool:
+        """Pending again from ``next_attempt_at``, if ``lease_id`` still holds the mail."""
+
+    @abc.abstractmethod
+    async def fail_mail(self, mail_id: str, lease_id: str, at: datetime, error: str) -> bool:
+        """Failed for good, if ``lease_id`` still holds the mail; whether it did."""
+
+    @abc.abstractmethod
+    async def get_mail(self, mail_id: str) -> OutboxMail | None: ...
+
+    @abc.abstractmethod
+    async def list_mail(self, recipient: str | None = None, limit: int = 100) -> list[OutboxMail]:
+        """The newest mail first (only to ``recipient`` when given)."""
+
+    @abc.abstractmethod
+    async def purge_outbox(self, finished_before: datetime) -> int:
+        """Delete sent and failed mail finished before the time; how many."""
+
+    # -- presence and missed-message digests -------------------------------------------------------
+    @abc.abstractmethod
+    async def record_presence(self, user_id: str, online: bool, at: datetime) -> None:
+        """The user came online (first session) or went offline (after the last one) at ``at``."""
+
+    @abc.abstractmethod
+    async def flag_digest_checks(self, active_since: datetime, at: datetime) -> None:
+        """``check_at = at`` for offline users without one, in chats active after the time."""
+
+    @abc.abstractmethod
+    async def digest_checks(self, due: datetime, limit: int) -> list[DigestCheck]:
+        """Offline users with ``check_at <= due``, oldest ``check_at`` first."""
+
+    @abc.abstractmethod
+    async def set_digest_check(
+        self,
+        user_id: str,
+        expected: datetime,
+        check_at: datetime | None,
+        digest_sent_at: datetime | None = None,
+    ) -> bool:
+        """If ``check_at`` is still ``expected`` (and, with ``digest_sent_at``, the user is still
+        offline), set it (and ``last_digest_at``); whether it did."""

@@ -38,6 +38,25 @@ Consistency design — no multi-document transactions, no change streams: every 
   of messages still being inserted.
 * Read positions: ``read_positions`` documents with ``_id`` ``"<chat_id>:<user_id>"`` moved only by
   upserted ``$max``; ``mark_read`` clamps to the chat's ``last_seq`` first.
+* Membership: ``add_members`` reads the chat and then ``$push``-es the new ids with
+  ``{member_ids: {$nin: new}}`` in the filter, so the push happens only if none of them joined
+  meanwhile (else it reads again and retries): order is kept and nobody is added twice.
+  ``remove_member`` is one ``$pull``. ``contact_ids`` is one ``distinct("member_ids")`` over the
+  user's chats (index ``member_activity``).
+* Event log: ``events`` documents ``{_id: <int id>, r: [recipient ObjectId], p: <payload
+  bytes>, t}``, one per event, with an index on ``(r, _id)`` for a user's events after an id.
+  ``append_events`` reserves a block of ids with one atomic ``find_one_and_update`` ``$inc`` of
+  ``seq`` on ``counters`` ``{_id: "events"}`` (created on first use), then writes the batch with
+  one ``insert_many``; both run under one in-process asyncio lock, in a task shielded from the
+  caller's cancellation, so within one process an id assigned later is always stored later.
+  **Across processes** two batches can land out of id order (a reader may briefly see a larger
+  id before a smaller one of another process), and a crash or outage between reserving and
+  inserting leaves ids that never appear; ids are never duplicated or reused. ``event_bounds``
+  reads the counter (``seq`` is the head: every id ever reserved). ``purge_events`` finds the
+  largest id created before the cutoff, ``$max``-es it into the counter's ``floor`` **before**
+  deleting ``_id <= floor`` with one ``delete_many``, so a reader that finds its cursor at or
+  above the floor never misses an event to the purge. Clock skew between processes only decides
+  which events a purge takes, never whether an event above the floor survives.
 * ``list_chat_views`` is three queries whatever the page size: the chats (index
   ``member_ids, last_activity_at desc, _id desc``), their last messages (one ``$or`` of
   ``(chat_id, seq)`` pairs) and the caller's read positions (one ``$in`` on ``_id``).
@@ -58,7 +77,7 @@ from typing import Any
 
 from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import DESCENDING, ReturnDocument, UpdateOne, WriteConcern
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne, WriteConcern
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -80,14 +99,18 @@ from messenger.models import (
     MessageDraft,
     RefreshSpend,
     SpendResult,
+    StoredEvent,
+    Upload,
     User,
 )
 from messenger.store.base import Store
 from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
 from messenger.store.mongo_docs import (
     DUPLICATE_KEY,
+    EVENTS_COUNTER,
     INDEXES,
     Doc,
+    attachment_docs,
     duplicate_on,
     oid,
     read_key,
@@ -95,13 +118,19 @@ from messenger.store.mongo_docs import (
     read_position_upsert,
     ref,
     to_chat,
+    to_event,
     to_message,
     to_token,
+    to_upload,
     to_user,
+    upload_doc,
 )
+from messenger.store.mongo_email import MongoEmailMixin
 
 #: How long a write waits for its write concern before failing (``StoreUnavailable``).
 WRITE_TIMEOUT_MS = 10_000
+#: ``add_members`` retries its conditional push this often while concurrent changes win.
+ADD_MEMBERS_ATTEMPTS = 20
 
 def _guarded[**P, T](fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Translate driver errors into ``StoreUnavailable`` / ``StoreError``."""
@@ -156,7 +185,7 @@ class KeyedLocks:
                 del self._locks[key]
 
 
-class MongoStore(Store):
+class MongoStore(MongoEmailMixin, Store):
     """``Store`` on a MongoDB database; see the module docstring for the consistency design."""
 
     backend = "mongodb"
@@ -178,6 +207,7 @@ class MongoStore(Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._chat_locks = KeyedLocks()
+        self._event_lock = asyncio.Lock()  # serialises append_events in this process
         self._appends: set[asyncio.Task[Any]] = set()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -204,6 +234,7 @@ class MongoStore(Store):
             )
             self._loop = loop
             self._chat_locks = KeyedLocks()
+            self._event_lock = asyncio.Lock()
         return self._database
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -446,6 +477,60 @@ class MongoStore(Store):
         doc = await _raise_read_position(db, key, read_position_update(chat_oid, user_oid, target))
         return doc["seq"]
 
+    @_guarded
+    async def add_members(self, chat_id: str, user_ids: Sequence[str]) -> Chat:
+        """See ``Store.add_members``: a conditional ``$push`` (only while none of the new ids is
+        a member), retried when a concurrent change got there first."""
+        db = self._db
+        chat_oid = oid(chat_id)
+        if chat_oid is None:
+            raise StoreError(f"no chat {chat_id!r}")
+        wanted = [ref(user_id, "member id") for user_id in dict.fromkeys(user_ids)]
+        for _ in range(ADD_MEMBERS_ATTEMPTS):
+            doc = await db.chats.find_one({"_id": chat_oid})
+            if doc is None:
+                raise StoreError(f"no chat {chat_id}")
+            current = set(doc["member_ids"])
+            new = [user_oid for user_oid in wanted if user_oid not in current]
+            if not new:
+                return to_chat(doc)
+            updated = await db.chats.find_one_and_update(
+                {"_id": chat_oid, "member_ids": {"$nin": new}},
+                {"$push": {"member_ids": {"$each": new}}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if updated is not None:
+                return to_chat(updated)
+        raise StoreError(f"chat {chat_id}: members kept changing while adding")
+
+    @_guarded
+    async def remove_member(self, chat_id: str, user_id: str) -> Chat:
+        db = self._db
+        chat_oid, user_oid = oid(chat_id), oid(user_id)
+        if chat_oid is None:
+            raise StoreError(f"no chat {chat_id!r}")
+        if user_oid is None:  # never a member
+            doc = await db.chats.find_one({"_id": chat_oid})
+        else:
+            doc = await db.chats.find_one_and_update(
+                {"_id": chat_oid},
+                {"$pull": {"member_ids": user_oid}},
+                return_document=ReturnDocument.AFTER,
+            )
+        if doc is None:
+            raise StoreError(f"no chat {chat_id}")
+        return to_chat(doc)
+
+    @_guarded
+    async def contact_ids(self, user_id: str) -> set[str]:
+        user_oid = oid(user_id)
+        if user_oid is None:
+            return set()
+        # One command: the member_ids of the user's chats (index member_activity), deduplicated
+        # by the server.
+        members = await self._db.chats.distinct("member_ids", {"member_ids": user_oid})
+        return {str(member) for member in members if member != user_oid}
+
     # -- messages ----------------------------------------------------------------------------
     async def append_messages(
         self, chat_id: str, drafts: Sequence[MessageDraft]
@@ -457,6 +542,8 @@ class MongoStore(Store):
         if chat_oid is None:
             raise StoreError(f"no chat {chat_id!r}")
         senders = {draft.sender_id: ref(draft.sender_id, "sender_id") for draft in drafts}
+        for draft in drafts:
+            attachment_docs(draft.attachments)  # a malformed id fails before seqs are reserved
         # Shielded: once started, the reserve-and-insert finishes even if the caller goes away,
         # so a cancelled request cannot strand reserved seqs.
         task = asyncio.ensure_future(self._append(chat_id, chat_oid, senders, list(drafts)))
@@ -476,6 +563,9 @@ class MongoStore(Store):
         db = self._db
         async with self._chat_locks.hold(chat_id):
             results, created = await _append_locked(db, chat_id, chat_oid, senders, drafts)
+        attached = [ref(a.id, "attachment id") for m in created for a in m.attachments]
+        if attached:
+            await db.uploads.update_many({"_id": {"$in": attached}}, {"$set": {"attached": True}})
         read_up: dict[str, int] = {}
         for message in created:
             read_up[message.sender_id] = max(read_up.get(message.sender_id, 0), message.seq)
@@ -516,6 +606,155 @@ class MongoStore(Store):
         )
         page = [to_message(doc) for doc in reversed(docs[:limit])]
         return page, len(docs) > limit
+
+    # -- event log ---------------------------------------------------------------------------
+    async def append_events(self, events: Sequence[tuple[Sequence[str], bytes]]) -> list[int]:
+        """See ``Store.append_events`` and the module docstring. Shielded like
+        ``append_messages``: once ids are reserved, the insert finishes even if the caller is
+        cancelled."""
+        if not events:
+            return []
+        batch = [
+            ([ref(user_id, "recipient id") for user_id in dict.fromkeys(recipients)], bytes(p))
+            for recipients, p in events
+        ]
+        task = asyncio.ensure_future(self._append_events(batch))
+        self._appends.add(task)
+        task.add_done_callback(self._appends.discard)
+        task.add_done_callback(_retrieve_exception)
+        return await asyncio.shield(task)
+
+    @_guarded
+    async def _append_events(self, batch: list[tuple[list[ObjectId], bytes]]) -> list[int]:
+        db = self._db
+        async with self._event_lock:
+            counter = await _reserve_event_ids(db, len(batch))
+            first = counter["seq"] - len(batch) + 1
+            now = utcnow()
+            await db.events.insert_many(
+                [
+                    {"_id": first + i, "r": recipients, "p": payload, "t": now}
+                    for i, (recipients, payload) in enumerate(batch)
+                ]
+            )
+        return list(range(first, first + len(batch)))
+
+    @_guarded
+    async def list_events(self, user_id: str, after_id: int, limit: int) -> list[StoredEvent]:
+        user_oid = oid(user_id)
+        if user_oid is None or limit <= 0:
+            return []
+        docs = (
+            await self._db.events.find({"r": user_oid, "_id": {"$gt": after_id}})
+            .sort("_id", ASCENDING)
+            .limit(limit)
+            .to_list(None)
+        )
+        return [to_event(doc) for doc in docs]
+
+    @_guarded
+    async def event_bounds(self) -> tuple[int, int]:
+        doc = await self._db.counters.find_one({"_id": EVENTS_COUNTER})
+        if doc is None:
+            return 0, 0
+        return doc.get("floor", 0), doc.get("seq", 0)
+
+    @_guarded
+    async def purge_events(self, created_before: datetime) -> int:
+        """See ``Store.purge_events``: the floor is ``$max``-ed on the counter document first,
+        then one ``delete_many`` of ``_id <= floor``."""
+        db = self._db
+        # Hinted: read only the old events (index on t) and take the top id, rather than walk
+        # the _id index down through every retained event.
+        newest = (
+            await db.events.find({"t": {"$lt": created_before}}, {"_id": 1})
+            .sort("_id", DESCENDING)
+            .hint("created_at")
+            .limit(1)
+            .to_list(None)
+        )
+        if not newest:
+            return 0
+        floor = newest[0]["_id"]
+        await db.counters.update_one(
+            {"_id": EVENTS_COUNTER}, {"$max": {"floor": floor}}, upsert=True
+        )
+        result = await db.events.delete_many({"_id": {"$lte": floor}})
+        return result.deleted_count
+
+    # -- uploads and attachments -------------------------------------------------------------
+    @_guarded
+    async def add_upload(self, upload: Upload) -> None:
+        await self._db.uploads.insert_one(upload_doc(upload))
+
+    @_guarded
+    async def get_uploads(self, upload_ids: Sequence[str]) -> list[Upload]:
+        oids = list(dict.fromkeys(found for found in map(oid, upload_ids) if found is not None))
+        if not oids:
+            return []
+        docs = await self._db.uploads.find({"_id": {"$in": oids}}).to_list(None)
+        return [to_upload(doc) for doc in docs]
+
+    @_guarded
+    async def mark_upload_ready(self, upload_id: str) -> Upload | None:
+        upload_oid = oid(upload_id)
+        if upload_oid is None:
+            return None
+        doc = await self._db.uploads.find_one_and_update(
+            {"_id": upload_oid},
+            {"$set": {"status": "ready"}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return to_upload(doc) if doc else None
+
+    @_guarded
+    async def messages_with_attachments(self, attachment_ids: Sequence[str]) -> list[Message]:
+        oids = list(dict.fromkeys(found for found in map(oid, attachment_ids) if found))
+        if not oids:
+            return []
+        docs = await self._db.messages.find({"attachments.id": {"$in": oids}}).to_list(None)
+        return [to_message(doc) for doc in docs]
+
+    @_guarded
+    async def list_unattached_uploads(self, created_before: datetime, limit: int) -> list[Upload]:
+        if limit <= 0:
+            return []
+        db = self._db
+        docs = (
+            await db.uploads.find({"attached": False, "created_at": {"$lt": created_before}})
+            .sort("created_at", ASCENDING)
+            .limit(limit)
+            .to_list(None)
+        )
+        if not docs:
+            return []
+        # A crash between storing a message and flagging its uploads leaves the flag unset:
+        # whatever a stored message carries is attached, whatever the flag says.
+        carried = {
+            str(item["id"])
+            for message in await db.messages.find(
+                {"attachments.id": {"$in": [doc["_id"] for doc in docs]}}, {"attachments": 1}
+            ).to_list(None)
+            for item in message["attachments"]
+        }
+        if carried:
+            await db.uploads.update_many(
+                {"_id": {"$in": [ObjectId(upload_id) for upload_id in carried]}},
+                {"$set": {"attached": True}},
+            )
+        return [to_upload(doc) for doc in docs if str(doc["_id"]) not in carried]
+
+    @_guarded
+    async def delete_upload(self, upload_id: str) -> bool:
+        upload_oid = oid(upload_id)
+        if upload_oid is None:
+            return False
+        db = self._db
+        if await db.messages.find_one({"attachments.id": upload_oid}, {"_id": 1}) is not None:
+            await db.uploads.update_one({"_id": upload_oid}, {"$set": {"attached": True}})
+            return False
+        result = await db.uploads.delete_one({"_id": upload_oid, "attached": False})
+        return result.deleted_count > 0
 
 
 # -- append_messages, under the chat's lock --------------------------------------------------
@@ -591,6 +830,9 @@ async def _append_locked(
         }
         for i, draft in enumerate(fresh)
     ]
+    for doc, draft in zip(docs, fresh, strict=True):
+        if draft.attachments:
+            doc["attachments"] = attachment_docs(draft.attachments)
     messages: list[Message] = [to_message(doc) for doc in docs]
     inserted = [True] * len(docs)
     try:
@@ -656,6 +898,24 @@ async def _raise_read_positions(db: AsyncIOMotorDatabase, updates: list[UpdateOn
             clash = errors and all(e.get("code") == DUPLICATE_KEY for e in errors)
             if attempt == 2 or not clash or exc.details.get("writeConcernErrors"):
                 raise
+
+
+async def _reserve_event_ids(db: AsyncIOMotorDatabase, count: int) -> Doc:
+    """``$inc`` the event counter by ``count`` (created on first use); the document after it.
+    Two first upserts can clash on ``_id`` (older servers report a duplicate key): retried."""
+    for attempt in (1, 2):
+        try:
+            return await db.counters.find_one_and_update(
+                {"_id": EVENTS_COUNTER},
+                {"$inc": {"seq": count}},
+                projection={"seq": 1},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def _none() -> None:

@@ -14,7 +14,17 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 
 from messenger.ids import is_valid_id
-from messenger.models import Chat, ChatType, Message, RefreshToken, User
+from messenger.models import (
+    Attachment,
+    Chat,
+    ChatType,
+    Message,
+    RefreshToken,
+    StoredEvent,
+    Upload,
+    UploadStatus,
+    User,
+)
 from messenger.store.errors import StoreError
 
 Doc = dict[str, Any]
@@ -48,12 +58,21 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("member_ids", ASCENDING), ("last_activity_at", DESCENDING), ("_id", DESCENDING)],
             name="member_activity",
         ),
+        # chats active since a time: the digest worker's scan for new messages
+        IndexModel([("last_activity_at", ASCENDING)], name="last_activity"),
     ],
     # {_id: "<chat_id>:<user_id>", chat_id: ObjectId, user_id: ObjectId, seq}
     "read_positions": [IndexModel([("user_id", ASCENDING)], name="user_id")],
-    # {_id: ObjectId, chat_id: ObjectId, seq, sender_id: ObjectId, text, client_msg_id, created_at}
+    # {_id: ObjectId, owner_id: ObjectId, key, filename, content_type, size, status, created_at,
+    #  attached: bool (a stored message carries it)}
+    "uploads": [
+        IndexModel([("attached", ASCENDING), ("created_at", ASCENDING)], name="unattached_age"),
+    ],
+    # {_id: ObjectId, chat_id: ObjectId, seq, sender_id: ObjectId, text, client_msg_id, created_at,
+    #  attachments?: [{id: ObjectId, filename, content_type, size}] (only when there are some)}
     "messages": [
         IndexModel([("chat_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="chat_seq"),
+        IndexModel([("attachments.id", ASCENDING)], sparse=True, name="attachment_id"),
         IndexModel(
             [("chat_id", ASCENDING), ("sender_id", ASCENDING), ("client_msg_id", ASCENDING)],
             unique=True,
@@ -61,7 +80,40 @@ INDEXES: dict[str, list[IndexModel]] = {
             name="chat_sender_client_msg_id",
         ),
     ],
+    # The event log. {_id: int event id, r: [recipient ObjectId], p: payload bytes, t: created_at}
+    # (r, _id): one user's events after an id, in order; t: the newest event before a purge time.
+    "events": [
+        IndexModel([("r", ASCENDING), ("_id", ASCENDING)], name="recipient_id"),
+        IndexModel([("t", ASCENDING)], name="created_at"),
+    ],
+    # -- email (API_CONTRACT.md §10; the adapter's part is mongo_email.py) --
+    # {_id: hex SHA-256 of the token, user_id: ObjectId, purpose: "verify"|"reset", expires_at}
+    "email_tokens": [
+        IndexModel([("user_id", ASCENDING), ("purpose", ASCENDING)], name="user_purpose"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"),
+    ],
+    # {_id: rate-limit key, at: when the last slot was taken, expires_at: when it no longer counts}
+    "send_slots": [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"),
+    ],
+    # {_id: ObjectId, kind, recipient, message: bytes, status, attempts, next_attempt_at,
+    #  created_at, lease_id, last_error, finished_at (sent or failed; then purged a week later)}
+    "outbox": [
+        IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="status_due"),
+        IndexModel([("recipient", ASCENDING), ("created_at", DESCENDING)], name="recipient"),
+        IndexModel([("finished_at", ASCENDING)], expireAfterSeconds=7 * 86_400,
+                   name="finished_at_ttl"),
+    ],
+    # {_id: user ObjectId, online: bool, changed_at, last_digest_at?, check_at?}
+    "presence": [
+        IndexModel([("online", ASCENDING), ("check_at", ASCENDING)], name="online_check_at"),
+    ],
+    # Collection "counters" (no index of its own: only _id lookups): {_id: "events", seq: the
+    # largest event id ever reserved, floor: every event with a larger id is still stored}.
 }
+
+#: ``_id`` of the event log's counter document in ``counters``.
+EVENTS_COUNTER = "events"
 
 
 # -- ids -------------------------------------------------------------------------------------
@@ -116,6 +168,7 @@ def to_user(doc: Doc) -> User:
         doc["display_name"],
         bytes(doc["password_hash"]),
         utc(doc["created_at"]),
+        bool(doc.get("email_verified", False)),
     )
 
 
@@ -144,6 +197,57 @@ def to_message(doc: Doc) -> Message:
         doc["text"],
         doc.get("client_msg_id"),
         utc(doc["created_at"]),
+        tuple(
+            Attachment(str(item["id"]), item["filename"], item["content_type"], item["size"])
+            for item in doc.get("attachments") or ()
+        ),
+    )
+
+
+def attachment_docs(attachments: tuple[Attachment, ...]) -> list[Doc]:
+    """A message's ``attachments`` field (ids as ObjectIds, so the index finds them)."""
+    return [
+        {
+            "id": ref(item.id, "attachment id"),
+            "filename": item.filename,
+            "content_type": item.content_type,
+            "size": item.size,
+        }
+        for item in attachments
+    ]
+
+
+def upload_doc(upload: Upload) -> Doc:
+    return {
+        "_id": ref(upload.id, "upload id"),
+        "owner_id": ref(upload.owner_id, "owner_id"),
+        "key": upload.object_key,
+        "filename": upload.filename,
+        "content_type": upload.content_type,
+        "size": upload.size,
+        "status": str(upload.status),
+        "created_at": upload.created_at,
+        "attached": upload.attached,
+    }
+
+
+def to_upload(doc: Doc) -> Upload:
+    return Upload(
+        str(doc["_id"]),
+        str(doc["owner_id"]),
+        doc["key"],
+        doc["filename"],
+        doc["content_type"],
+        doc["size"],
+        UploadStatus(doc["status"]),
+        utc(doc["created_at"]),
+        bool(doc.get("attached")),
+    )
+
+
+def to_event(doc: Doc) -> StoredEvent:
+    return StoredEvent(
+        doc["_id"], tuple(str(user) for user in doc["r"]), bytes(doc["p"]), utc(doc["t"])
     )
 
 

@@ -23,10 +23,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from messenger.clock import from_millis, to_millis, utcnow
-from messenger.ids import new_id
+from messenger.ids import is_valid_id, new_id
 from messenger.models import (
     AppendResult,
+    Attachment,
     Chat,
     ChatType,
     ChatView,
@@ -35,10 +38,14 @@ from messenger.models import (
     RefreshSpend,
     RefreshToken,
     SpendResult,
+    StoredEvent,
+    Upload,
+    UploadStatus,
     User,
 )
 from messenger.store.base import Store
 from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
+from messenger.store.sqlite_email import SQLiteEmailMixin
 from messenger.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 5_000
@@ -50,9 +57,12 @@ _IN_CHUNK = 500  # ids per ``IN (...)`` list, well under SQLite's bound-variable
 Row = tuple[Any, ...]
 
 # -- queries (module constants so scripts/bench_store can EXPLAIN QUERY PLAN them) ------------
-USER_COLUMNS = "id, email, display_name, password_hash, created_at"
+USER_COLUMNS = "id, email, display_name, password_hash, created_at, email_verified"
 CHAT_COLUMNS = "id, type, title, created_at, last_seq, last_activity_at"
-MESSAGE_COLUMNS = "id, chat_id, seq, sender_id, text, client_msg_id, created_at"
+MESSAGE_COLUMNS = "id, chat_id, seq, sender_id, text, client_msg_id, created_at, attachments"
+UPLOAD_COLUMNS = (
+    "id, owner_id, object_key, filename, content_type, size, status, created_at, attached"
+)
 
 SQL_MESSAGE_BY_CLIENT_ID = f"""
     SELECT {MESSAGE_COLUMNS} FROM messages
@@ -66,8 +76,25 @@ SQL_MESSAGES_BEFORE = f"""
     SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq < ?
     ORDER BY seq DESC LIMIT ?
 """
-SQL_INSERT_MESSAGE = f"""
-    INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+SQL_INSERT_MESSAGE = """
+    INSERT INTO messages (id, chat_id, seq, sender_id, text, client_msg_id, created_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+SQL_INSERT_MESSAGE_WITH_ATTACHMENTS = f"""
+    INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+SQL_ATTACH = """
+    INSERT OR IGNORE INTO message_attachments (attachment_id, message_id, chat_id) VALUES (?, ?, ?)
+"""
+SQL_MARK_ATTACHED = "UPDATE uploads SET attached = 1 WHERE id = ? AND attached = 0"
+SQL_MESSAGES_WITH_ATTACHMENT = f"""
+    SELECT {", ".join("m." + column for column in MESSAGE_COLUMNS.split(", "))}
+    FROM message_attachments AS a JOIN messages AS m ON m.id = a.message_id
+    WHERE a.attachment_id IN ({{marks}})
+"""
+SQL_UNATTACHED_UPLOADS = f"""
+    SELECT {UPLOAD_COLUMNS} FROM uploads WHERE attached = 0 AND created_at < ?
+    ORDER BY created_at LIMIT ?
 """
 SQL_BUMP_CHAT = """
     UPDATE chats SET last_seq = ?, last_activity_at = max(last_activity_at, ?) WHERE id = ?
@@ -83,7 +110,7 @@ SQL_CHAT_MEMBERS = """
 """
 _VIEW_TAIL = """
     COALESCE(r.seq, 0), m.id, m.chat_id, m.seq, m.sender_id, m.text, m.client_msg_id,
-    m.created_at
+    m.created_at, m.attachments
 """
 SQL_CHAT_VIEW = f"""
     SELECT c.id, c.type, c.title, c.created_at, c.last_seq, c.last_activity_at, {_VIEW_TAIL}
@@ -113,9 +140,33 @@ SQL_TOKEN_STATE = """
     FROM refresh_tokens AS t JOIN token_families AS f ON f.id = t.family_id
     WHERE t.jti = ?
 """
+# Members, contacts and the event log (real-time layer).
+SQL_CONTACTS = """
+    SELECT DISTINCT other.user_id
+    FROM chat_members AS mine CROSS JOIN chat_members AS other ON other.chat_id = mine.chat_id
+    WHERE mine.user_id = ? AND other.user_id != ?
+"""
+SQL_USER_EVENTS = """
+    SELECT e.id, e.recipients, e.payload, e.created_at
+    FROM event_recipients AS r CROSS JOIN events AS e ON e.id = r.event_id
+    WHERE r.user_id = ? AND r.event_id > ?
+    ORDER BY r.event_id
+    LIMIT ?
+"""
+SQL_EVENT_HEAD = """
+    SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+               COALESCE((SELECT max(id) FROM events), 0))
+"""
+SQL_EVENT_FLOOR = "SELECT floor FROM event_log WHERE singleton = 1"
+# INDEXED BY: read only the old events, not every retained one down from the largest rowid.
+SQL_NEWEST_EVENT_BEFORE = """
+    SELECT max(id) FROM events INDEXED BY events_created_at WHERE created_at < ?
+"""
+SQL_INSERT_EVENT = "INSERT INTO events (id, recipients, payload, created_at) VALUES (?, ?, ?, ?)"
+SQL_INSERT_EVENT_RECIPIENT = "INSERT INTO event_recipients (user_id, event_id) VALUES (?, ?)"
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteEmailMixin, Store):
     """``Store`` on one SQLite file; see the module docstring for the threading model."""
 
     backend = "sqlite"
@@ -235,7 +286,7 @@ class SQLiteStore(Store):
         def op(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)",
                     (user.id, email, display_name, user.password_hash, to_millis(user.created_at)),
                 )
             except sqlite3.IntegrityError as exc:
@@ -402,6 +453,53 @@ class SQLiteStore(Store):
 
         return await self._run(op)
 
+    async def add_members(self, chat_id: str, user_ids: Sequence[str]) -> Chat:
+        """See ``Store.add_members``. A user id of no user raises ``StoreError`` (foreign key)."""
+        wanted = list(dict.fromkeys(user_ids))
+
+        def op(conn: sqlite3.Connection) -> Chat:
+            with _write(conn):
+                row = conn.execute(
+                    f"SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?", (chat_id,)
+                ).fetchone()
+                if row is None:
+                    raise StoreError(f"no chat {chat_id}")
+                current = _members(conn, [chat_id])[chat_id]
+                new = [user_id for user_id in wanted if user_id not in set(current)]
+                if new:
+                    [(top,)] = conn.execute(
+                        "SELECT COALESCE(max(position), -1) FROM chat_members WHERE chat_id = ?",
+                        (chat_id,),
+                    ).fetchall()
+                    conn.executemany(
+                        "INSERT INTO chat_members (chat_id, user_id, position) VALUES (?, ?, ?)",
+                        [(chat_id, user_id, top + 1 + i) for i, user_id in enumerate(new)],
+                    )
+                return _chat(row, (*current, *new))
+
+        return await self._run(op)
+
+    async def remove_member(self, chat_id: str, user_id: str) -> Chat:
+        def op(conn: sqlite3.Connection) -> Chat:
+            with _write(conn):
+                row = conn.execute(
+                    f"SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?", (chat_id,)
+                ).fetchone()
+                if row is None:
+                    raise StoreError(f"no chat {chat_id}")
+                conn.execute(
+                    "DELETE FROM chat_members WHERE chat_id = ? AND user_id = ?", (chat_id, user_id)
+                )
+                return _chat(row, _members(conn, [chat_id])[chat_id])
+
+        return await self._run(op)
+
+    async def contact_ids(self, user_id: str) -> set[str]:
+        rows = await self._run(
+            lambda conn: conn.execute(SQL_CONTACTS, (user_id, user_id)).fetchall()
+        )
+        return {row[0] for row in rows}
+
     # -- messages ----------------------------------------------------------------------------
     async def append_messages(
         self, chat_id: str, drafts: Sequence[MessageDraft]
@@ -439,6 +537,151 @@ class SQLiteStore(Store):
         page = [_message(row) for row in reversed(rows[:limit])]
         return page, len(rows) > limit
 
+    # -- event log ---------------------------------------------------------------------------
+    async def append_events(self, events: Sequence[tuple[Sequence[str], bytes]]) -> list[int]:
+        """See ``Store.append_events``: one transaction per batch. The one worker thread runs
+        calls in submission order, so an id assigned later is always committed later."""
+        if not events:
+            return []
+        batch = [(_recipients(recipients), bytes(payload)) for recipients, payload in events]
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            now_ms = to_millis(utcnow())
+            with _write(conn):
+                [(head,)] = conn.execute(SQL_EVENT_HEAD).fetchall()
+                first = head + 1
+                conn.executemany(
+                    SQL_INSERT_EVENT,
+                    [
+                        (first + i, " ".join(users), payload, now_ms)
+                        for i, (users, payload) in enumerate(batch)
+                    ],
+                )
+                conn.executemany(
+                    SQL_INSERT_EVENT_RECIPIENT,
+                    [(user, first + i) for i, (users, _) in enumerate(batch) for user in users],
+                )
+            return list(range(first, first + len(batch)))
+
+        return await self._run(op)
+
+    async def list_events(self, user_id: str, after_id: int, limit: int) -> list[StoredEvent]:
+        if limit <= 0:
+            return []
+        rows = await self._run(
+            lambda conn: conn.execute(SQL_USER_EVENTS, (user_id, after_id, limit)).fetchall()
+        )
+        return [_event(row) for row in rows]
+
+    async def event_bounds(self) -> tuple[int, int]:
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            floor = conn.execute(SQL_EVENT_FLOOR).fetchone()
+            [(head,)] = conn.execute(SQL_EVENT_HEAD).fetchall()
+            return (floor[0] if floor else 0), head
+
+        return await self._run(op)
+
+    async def purge_events(self, created_before: datetime) -> int:
+        """See ``Store.purge_events``: one transaction; the recipient rows go by one range
+        delete per recipient of the purged events."""
+        cutoff_ms = to_millis(created_before)
+
+        def op(conn: sqlite3.Connection) -> int:
+            with _write(conn):
+                [(floor,)] = conn.execute(SQL_NEWEST_EVENT_BEFORE, (cutoff_ms,)).fetchall()
+                if floor is None:
+                    return 0
+                conn.execute(
+                    "UPDATE event_log SET floor = max(floor, ?) WHERE singleton = 1", (floor,)
+                )
+                users: set[str] = set()
+                for (recipients,) in conn.execute(
+                    "SELECT recipients FROM events WHERE id <= ?", (floor,)
+                ):
+                    users.update(recipients.split())
+                conn.executemany(
+                    "DELETE FROM event_recipients WHERE user_id = ? AND event_id <= ?",
+                    [(user, floor) for user in users],
+                )
+                return conn.execute("DELETE FROM events WHERE id <= ?", (floor,)).rowcount
+
+        return await self._run(op)
+
+    # -- uploads and attachments -------------------------------------------------------------
+    async def add_upload(self, upload: Upload) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    upload.id,
+                    upload.owner_id,
+                    upload.object_key,
+                    upload.filename,
+                    upload.content_type,
+                    upload.size,
+                    str(upload.status),
+                    to_millis(upload.created_at),
+                    int(upload.attached),
+                ),
+            )
+        )
+
+    async def get_uploads(self, upload_ids: Sequence[str]) -> list[Upload]:
+        ids = list(dict.fromkeys(upload_ids))
+        if not ids:
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[Row]:
+            rows: list[Row] = []
+            for chunk in _chunks(ids):
+                rows += conn.execute(
+                    f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id IN ({_marks(chunk)})", chunk
+                ).fetchall()
+            return rows
+
+        return [_upload(row) for row in await self._run(op)]
+
+    async def mark_upload_ready(self, upload_id: str) -> Upload | None:
+        def op(conn: sqlite3.Connection) -> Row | None:
+            return conn.execute(
+                f"UPDATE uploads SET status = 'ready' WHERE id = ? RETURNING {UPLOAD_COLUMNS}",
+                (upload_id,),
+            ).fetchone()
+
+        row = await self._run(op)
+        return _upload(row) if row else None
+
+    async def messages_with_attachments(self, attachment_ids: Sequence[str]) -> list[Message]:
+        ids = list(dict.fromkeys(attachment_ids))
+        if not ids:
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[Row]:
+            rows: dict[str, Row] = {}
+            for chunk in _chunks(ids):
+                sql = SQL_MESSAGES_WITH_ATTACHMENT.format(marks=_marks(chunk))
+                for row in conn.execute(sql, chunk):
+                    rows[row[0]] = row
+            return list(rows.values())
+
+        return [_message(row) for row in await self._run(op)]
+
+    async def list_unattached_uploads(self, created_before: datetime, limit: int) -> list[Upload]:
+        rows = await self._run(
+            lambda conn: conn.execute(
+                SQL_UNATTACHED_UPLOADS, (to_millis(created_before), max(limit, 0))
+            ).fetchall()
+        )
+        return [_upload(row) for row in rows]
+
+    async def delete_upload(self, upload_id: str) -> bool:
+        deleted = await self._run(
+            lambda conn: conn.execute(
+                "DELETE FROM uploads WHERE id = ? AND attached = 0", (upload_id,)
+            ).rowcount
+        )
+        return deleted > 0
+
 
 # -- helpers (worker thread) -----------------------------------------------------------------
 @contextmanager
@@ -463,6 +706,8 @@ def _append(
     results: list[AppendResult] = []
     by_client_id: dict[tuple[str, str], Message] = {}
     new_rows: list[Row] = []
+    rows_with_attachments: list[Row] = []
+    attached: list[tuple[str, str, str]] = []  # (attachment id, message id, chat id)
     read_up: dict[str, int] = {}
     for draft in drafts:
         key = None
@@ -478,25 +723,39 @@ def _append(
                 continue
         last_seq += 1
         message = Message(
-            new_id(), chat_id, last_seq, draft.sender_id, draft.text, draft.client_msg_id, now
+            new_id(),
+            chat_id,
+            last_seq,
+            draft.sender_id,
+            draft.text,
+            draft.client_msg_id,
+            now,
+            tuple(draft.attachments),
         )
         if key is not None:
             by_client_id[key] = message
-        new_rows.append(
-            (
-                message.id,
-                chat_id,
-                last_seq,
-                draft.sender_id,
-                draft.text,
-                draft.client_msg_id,
-                now_ms,
-            )
+        row = (
+            message.id,
+            chat_id,
+            last_seq,
+            draft.sender_id,
+            draft.text,
+            draft.client_msg_id,
+            now_ms,
         )
+        if draft.attachments:
+            rows_with_attachments.append((*row, _attachments_json(draft.attachments)))
+            attached += [(a.id, message.id, chat_id) for a in draft.attachments]
+        else:
+            new_rows.append(row)
         read_up[draft.sender_id] = last_seq
         results.append(AppendResult(message, True))
-    if new_rows:
+    if new_rows or rows_with_attachments:
         conn.executemany(SQL_INSERT_MESSAGE, new_rows)
+        if rows_with_attachments:
+            conn.executemany(SQL_INSERT_MESSAGE_WITH_ATTACHMENTS, rows_with_attachments)
+            conn.executemany(SQL_ATTACH, attached)
+            conn.executemany(SQL_MARK_ATTACHED, [(row[0],) for row in attached])
         conn.execute(SQL_BUMP_CHAT, (last_seq, now_ms, chat_id))
         for sender_id, seq in read_up.items():
             conn.execute(SQL_RAISE_READ, (chat_id, sender_id, seq)).fetchall()
@@ -526,9 +785,24 @@ def _marks(items: Sequence[object]) -> str:
     return ", ".join("?" * len(items))
 
 
+def _recipients(user_ids: Sequence[str]) -> tuple[str, ...]:
+    """An event's recipients, each once, in order; a malformed id is a caller's bug."""
+    users = tuple(dict.fromkeys(user_ids))
+    for user_id in users:
+        if not is_valid_id(user_id):
+            raise StoreError(f"malformed recipient id: {user_id!r}")
+    return users
+
+
+def _event(row: Row) -> StoredEvent:
+    event_id, recipients, payload, created_ms = row
+    return StoredEvent(event_id, tuple(recipients.split()), bytes(payload), from_millis(created_ms))
+
+
 def _user(row: Row) -> User:
-    user_id, email, display_name, password_hash, created_ms = row
-    return User(user_id, email, display_name, bytes(password_hash), from_millis(created_ms))
+    user_id, email, display_name, password_hash, created_ms, verified = row
+    return User(user_id, email, display_name, bytes(password_hash), from_millis(created_ms),
+                bool(verified))
 
 
 def _chat(row: Row, member_ids: tuple[str, ...]) -> Chat:
@@ -545,12 +819,41 @@ def _chat(row: Row, member_ids: tuple[str, ...]) -> Chat:
 
 
 def _message(row: Row) -> Message:
-    message_id, chat_id, seq, sender_id, text, client_msg_id, created_ms = row
+    message_id, chat_id, seq, sender_id, text, client_msg_id, created_ms, attached = row
     created_at = from_millis(created_ms)
-    return Message(message_id, chat_id, seq, sender_id, text, client_msg_id, created_at)
+    attachments = _attachments(attached) if attached else ()
+    return Message(
+        message_id, chat_id, seq, sender_id, text, client_msg_id, created_at, attachments
+    )
+
+
+def _attachments(raw: str) -> tuple[Attachment, ...]:
+    return tuple(
+        Attachment(item["id"], item["filename"], item["content_type"], item["size"])
+        for item in orjson.loads(raw)
+    )
+
+
+def _attachments_json(attachments: Sequence[Attachment]) -> str:
+    return orjson.dumps([attachment.to_json() for attachment in attachments]).decode()
+
+
+def _upload(row: Row) -> Upload:
+    upload_id, owner_id, key, filename, content_type, size, status, created_ms, attached = row
+    return Upload(
+        upload_id,
+        owner_id,
+        key,
+        filename,
+        content_type,
+        size,
+        UploadStatus(status),
+        from_millis(created_ms),
+        bool(attached),
+    )
 
 
 def _chat_view(row: Row, member_ids: tuple[str, ...]) -> ChatView:
     """A row of ``SQL_CHAT_VIEW(S)``: chat columns, read seq, then the last message or NULLs."""
-    last = _message(row[7:14]) if row[7] is not None else None
+    last = _message(row[7:15]) if row[7] is not None else None
     return ChatView(_chat(row, member_ids), last, row[6])

@@ -11,10 +11,22 @@ Every hot query has an index (checked by ``scripts/bench_store`` with EXPLAIN QU
   ``token_families``: by id, by user.
 * ``chats``: by id, by direct key (partial unique). A user's chats are found through
   ``chat_members`` and sorted by activity there (a user is in few chats).
-* ``chat_members``: by (chat, user) and by (user, chat) for listing a user's chats.
+* ``chat_members``: by (chat, user) and by (user, chat) for listing a user's chats; ``position``
+  is the join order (``add_members`` appends after the largest). A user's contacts are one
+  self-join: (user, chat) then (chat, user).
 * ``read_positions``: by (chat, user).
 * ``messages``: by (chat, seq) (unique: history pages, last message), by id, and by
   (chat, sender, client_msg_id) where client_msg_id is set (unique: idempotent sends).
+* ``uploads``: by id; never-attached ones by creation time (the orphan clean-up).
+  ``message_attachments``: by (attachment, message) — which messages carry an attachment.
+* ``events`` (the event log): by id (``AUTOINCREMENT``: never reused; the largest ever given is
+  ``sqlite_sequence``'s ``seq``, the head), by creation time (purging). ``event_recipients``: by
+  (user, event) — a user's events after an id, in order (``WITHOUT ROWID``); a purge deletes a
+  range of it per recipient. ``event_log`` holds the one ``floor`` row.
+* Email (``sqlite_email.py``): ``email_tokens`` by hash, by (user, purpose), by expiry;
+  ``send_slots`` by key; ``outbox`` by id, pending ones by due time (the claim), finished ones by
+  finish time (purging), by (recipient, created); ``presence`` by user, offline users by
+  ``check_at`` (due digest checks); ``chats`` also by ``last_activity_at`` (the digest scan).
 """
 
 from __future__ import annotations
@@ -98,6 +110,116 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         CREATE UNIQUE INDEX messages_client_msg_id ON messages (chat_id, sender_id, client_msg_id)
         WHERE client_msg_id IS NOT NULL
         """,
+    ),
+    # uploads and message attachments (API_CONTRACT.md §9)
+    (
+        # JSON array of {"id", "filename", "content_type", "size"}; NULL for none
+        "ALTER TABLE messages ADD COLUMN attachments TEXT",
+        """
+        CREATE TABLE uploads (
+            id           TEXT PRIMARY KEY,
+            owner_id     TEXT NOT NULL REFERENCES users (id),
+            object_key   TEXT NOT NULL,
+            filename     TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size         INTEGER NOT NULL,
+            status       TEXT NOT NULL CHECK (status IN ('pending', 'ready')),
+            created_at   INTEGER NOT NULL,
+            attached     INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX uploads_unattached ON uploads (created_at) WHERE attached = 0",
+        """
+        CREATE TABLE message_attachments (
+            attachment_id TEXT NOT NULL,
+            message_id    TEXT NOT NULL,
+            chat_id       TEXT NOT NULL REFERENCES chats (id),
+            PRIMARY KEY (attachment_id, message_id)
+        ) WITHOUT ROWID
+        """,
+    ),
+    # the event log of the real-time layer (API_CONTRACT.md §8): one row per event, plus one
+    # (user, event) row per recipient for the per-user query
+    (
+        # AUTOINCREMENT: ids are never reused, also after the newest rows were purged.
+        # recipients: the user ids, space-separated, in the order given.
+        """
+        CREATE TABLE events (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            recipients TEXT NOT NULL,
+            payload    BLOB NOT NULL,
+            created_at INTEGER NOT NULL
+        )
+        """,
+        "CREATE INDEX events_created_at ON events (created_at)",
+        """
+        CREATE TABLE event_recipients (
+            user_id  TEXT NOT NULL,
+            event_id INTEGER NOT NULL,
+            PRIMARY KEY (user_id, event_id)
+        ) WITHOUT ROWID
+        """,
+        # One row: every event with id > floor is still stored.
+        """
+        CREATE TABLE event_log (
+            singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+            floor     INTEGER NOT NULL
+        )
+        """,
+        "INSERT INTO event_log (singleton, floor) VALUES (1, 0)",
+    ),
+    # email: verification, password reset, the outbox, presence for digests (API_CONTRACT.md §10)
+    (
+        "ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0",
+        # token_hash: hex SHA-256 of the emailed token
+        """
+        CREATE TABLE email_tokens (
+            token_hash TEXT PRIMARY KEY,
+            user_id    TEXT NOT NULL REFERENCES users (id),
+            purpose    TEXT NOT NULL CHECK (purpose IN ('verify', 'reset')),
+            expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX email_tokens_user ON email_tokens (user_id, purpose)",
+        "CREATE INDEX email_tokens_expires ON email_tokens (expires_at)",
+        # per-key rate limits: when the last slot was taken
+        """
+        CREATE TABLE send_slots (
+            key TEXT PRIMARY KEY,
+            at  INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        # message: the whole RFC 5322 email; next_attempt_at: due time, or the lease's end
+        """
+        CREATE TABLE outbox (
+            id              TEXT PRIMARY KEY,
+            kind            TEXT NOT NULL,
+            recipient       TEXT NOT NULL,
+            message         BLOB NOT NULL,
+            status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at INTEGER NOT NULL,
+            created_at      INTEGER NOT NULL,
+            lease_id        TEXT,
+            last_error      TEXT,
+            finished_at     INTEGER
+        )
+        """,
+        "CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE status = 'pending'",
+        "CREATE INDEX outbox_finished ON outbox (finished_at) WHERE status != 'pending'",
+        "CREATE INDEX outbox_recipient ON outbox (recipient, created_at)",
+        """
+        CREATE TABLE presence (
+            user_id        TEXT PRIMARY KEY REFERENCES users (id),
+            online         INTEGER NOT NULL,
+            changed_at     INTEGER NOT NULL,
+            last_digest_at INTEGER,
+            check_at       INTEGER
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX presence_digest_due ON presence (check_at) WHERE online = 0",
+        # chats active since a time: the digest worker's scan for new messages
+        "CREATE INDEX chats_activity ON chats (last_activity_at)",
     ),
 )
 

@@ -166,3 +166,8 @@ async def expect_chat_hidden(api: Api, chat_id: str, token: str) -> None:
     expect_error(resp, 404, "chat_not_found")
     resp = await api.post(f"/api/chats/{chat_id}/read", {"seq": 1}, token=token)
     expect_error(resp, 404, "chat_not_found")
+    some_user = "0123456789abcdef01234567"
+    resp = await api.post(f"/api/chats/{chat_id}/members", {"user_ids": [some_user]}, token=token)
+    expect_error(resp, 404, "chat_not_found")
+    resp = await api.request("DELETE", f"/api/chats/{chat_id}/members/{some_user}", token=token)
+    expect_error(resp, 404, "chat_not_found")

@@ -1,0 +1,216 @@
+"""ChatActor: one per active chat on this process — members, typing, and the send path.
+
+The send path, for REST and WebSocket senders alike: ``Send`` requests queued together are
+taken as one batch (``batch_types``); each is checked against the cached member list (no
+database read per send), the batch is stored with one ``Store.append_messages`` (one seq block,
+one insert), then one ``new_message`` event per new message goes to the event log, which
+stores and publishes them in order; only then does each sender get its answer. A retried
+``client_msg_id`` returns the original message and publishes nothing. Because one actor owns a
+chat's sends, every session receives that chat's messages in ``seq`` order.
+
+Typing is state here: ``typing_start`` publishes ``is_typing: true`` only when the user was
+not typing already (repeats just push the expiry back), ``typing_stop`` or ``TYPING_TTL``
+without a new start publishes ``false``. A message from a user ends their typing silently
+(clients clear the indicator on ``new_message``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from actors.runtime import Actor
+from messenger import events
+from messenger.errors import ChatNotFound
+from messenger.models import Chat, Message, MessageDraft
+
+if TYPE_CHECKING:
+    from actors.hub import RealtimeHub
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    sender_id: str
+    text: str
+    client_msg_id: str | None
+    attachment_ids: tuple[str, ...] = ()
+    origin: str | None = None  # the WebSocket session that sent it
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    message: Message
+    created: bool
+    event_id: int | None  # the new_message event; None for a replayed client_msg_id
+
+
+@dataclass(frozen=True, slots=True)
+class SetTyping:
+    user_id: str
+    is_typing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TypingExpired:
+    user_id: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    user_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOutcome:
+    chat_id: str
+    seq: int
+    unread_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """Membership changed: read the chat again."""
+
+
+class ChatActor(Actor):
+    inbox_size = 10_000
+    batch_types = (Send,)
+
+    def __init__(self, chat_id: str, hub: RealtimeHub) -> None:
+        super().__init__(f"chat:{chat_id}")
+        self.chat_id = chat_id
+        self._hub = hub
+        self.idle_timeout = hub.settings.actor_idle_timeout
+        self.batch_max = hub.settings.send_batch_max
+        self._typing_ttl = hub.settings.typing_ttl
+        self.chat: Chat | None = None
+        self.last_seq = 0
+        self._typing: dict[str, tuple[int, asyncio.TimerHandle]] = {}
+        self._typing_generation = 0
+        self._read_sent: dict[str, int] = {}
+
+    async def on_start(self) -> None:
+        await self._load()
+
+    async def _load(self) -> None:
+        self.chat = await self._hub.store.get_chat(self.chat_id)
+        if self.chat is None:
+            self.idle_timeout = 0.5  # nothing to keep: stop soon, answering chat_not_found
+        else:
+            self.last_seq = max(self.last_seq, self.chat.last_seq)
+
+    def _member(self, user_id: str) -> Chat:
+        if self.chat is None or not self.chat.is_member(user_id):
+            raise ChatNotFound("chat not found")
+        return self.chat
+
+    # -- send ------------------------------------------------------------------------------
+    async def receive_batch(self, messages: list[Any]) -> list[Any]:
+        results: list[Any] = [None] * len(messages)
+        drafts: list[MessageDraft] = []
+        slots: list[int] = []
+        for i, send in enumerate(messages):
+            try:
+                self._member(send.sender_id)
+                attachments = await self._hub.claim_attachments(
+                    send.sender_id, send.attachment_ids,
+                    chat_id=self.chat_id, client_msg_id=send.client_msg_id,
+                )
+            except Exception as exc:
+                results[i] = exc
+                continue
+            drafts.append(self._hub.message_draft(send, attachments))
+            slots.append(i)
+        if not drafts:
+            return results
+        appended = await self._hub.store.append_messages(self.chat_id, drafts)
+        assert self.chat is not None
+        members = self.chat.member_ids
+        new_events = []
+        for slot, outcome in zip(slots, appended, strict=True):
+            if outcome.created:
+                self.last_seq = max(self.last_seq, outcome.message.seq)
+                self._stop_typing_silently(outcome.message.sender_id)
+                new_events.append((slot, events.new_message(
+                    outcome.message, members, messages[slot].origin)))
+        published = await self._hub.publish([draft for _, draft in new_events])
+        event_ids = {slot: event.id for (slot, _), event in zip(new_events, published,
+                                                                strict=True)}
+        for slot, outcome in zip(slots, appended, strict=True):
+            results[slot] = SendOutcome(outcome.message, outcome.created, event_ids.get(slot))
+        return results
+
+    # -- typing and reads --------------------------------------------------------------------
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, SetTyping):
+            return await self._set_typing(message.user_id, message.is_typing)
+        if isinstance(message, TypingExpired):
+            current = self._typing.get(message.user_id)
+            if current is not None and current[0] == message.generation:
+                del self._typing[message.user_id]
+                await self._publish_typing(message.user_id, False)
+            return None
+        if isinstance(message, MarkRead):
+            return await self._mark_read(message.user_id, message.seq)
+        if isinstance(message, Reload):
+            await self._load()
+            return None
+        raise TypeError(f"unexpected message {type(message).__name__}")
+
+    async def _set_typing(self, user_id: str, is_typing: bool) -> None:
+        self._member(user_id)
+        was_typing = user_id in self._typing
+        if is_typing:
+            if was_typing:
+                self._typing[user_id][1].cancel()
+            self._typing_generation += 1
+            generation = self._typing_generation
+            timer = asyncio.get_running_loop().call_later(
+                self._typing_ttl, self._expire, TypingExpired(user_id, generation)
+            )
+            self._typing[user_id] = (generation, timer)
+            if not was_typing:
+                await self._publish_typing(user_id, True)
+        elif was_typing:
+            self._typing.pop(user_id)[1].cancel()
+            await self._publish_typing(user_id, False)
+
+    def _expire(self, message: TypingExpired) -> None:
+        # full or stopping: the typing state goes with the actor
+        with contextlib.suppress(Exception):
+            self.tell(message)
+
+    def _stop_typing_silently(self, user_id: str) -> None:
+        entry = self._typing.pop(user_id, None)
+        if entry is not None:
+            entry[1].cancel()
+
+    async def _publish_typing(self, user_id: str, is_typing: bool) -> None:
+        assert self.chat is not None
+        await self._hub.publish(
+            [events.typing(self.chat_id, user_id, is_typing, self.chat.member_ids)]
+        )
+
+    async def _mark_read(self, user_id: str, seq: int) -> ReadOutcome:
+        chat = self._member(user_id)
+        position = await self._hub.store.mark_read(self.chat_id, user_id, seq)
+        unread = max(0, self.last_seq - position)
+        if position > self._read_sent.get(user_id, 0):
+            self._read_sent[user_id] = position
+            await self._hub.publish(
+                [events.read(self.chat_id, user_id, position, unread, chat.member_ids)]
+            )
+        return ReadOutcome(self.chat_id, position, unread)
+
+    def is_idle(self) -> bool:
+        return not self._typing
+
+    async def on_stop(self) -> None:
+        for _, timer in self._typing.values():
+            timer.cancel()
+        self._typing.clear()
+

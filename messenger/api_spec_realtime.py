@@ -1,0 +1,141 @@
+"""The real-time part of the OpenAPI document: ``/ws``, ``/api/events`` and typing.
+
+Kept apart from ``api_spec`` so that module stays about the REST resources; ``build_spec``
+merges these paths and schemas. The WebSocket frames themselves are specified in
+API_CONTRACT.md §8 (OpenAPI cannot describe them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.settings import Settings
+from messenger import api_spec as base
+
+
+def realtime_schemas() -> dict[str, Any]:
+    return {
+        "Event": {
+            "type": "object",
+            "description": "One event of the user's stream (API_CONTRACT.md §8 lists the types "
+            "and their fields).",
+            "properties": {
+                "event_id": {"type": "integer", "minimum": 0},
+                "type": {"type": "string"},
+            },
+            "required": ["event_id", "type"],
+            "additionalProperties": True,
+        },
+        "EventBatch": {
+            "type": "object",
+            "properties": {
+                "events": {"type": "array", "items": base._ref("Event")},
+                "last_event_id": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Pass it as last_event_id in the next poll.",
+                },
+            },
+            "required": ["events", "last_event_id"],
+            "additionalProperties": False,
+            "examples": [{
+                "events": [{"event_id": 42, "type": "typing", "chat_id": base._EXAMPLE_CHAT_ID,
+                            "user_id": base._EXAMPLE_OTHER_ID, "is_typing": True}],
+                "last_event_id": 42,
+            }],
+        },
+    }
+
+
+def _cursor_param(description: str) -> dict[str, Any]:
+    return {
+        "name": "last_event_id",
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**53},
+    }
+
+
+def realtime_paths(settings: Settings) -> dict[str, Any]:
+    no_content = {"204": {"description": "Done."}}
+    return {
+        "/ws": {
+            "get": base._operation(
+                "openWebSocket",
+                "realtime",
+                "Open the user's WebSocket session (frames: API_CONTRACT.md §8)",
+                {
+                    "101": {"description": "Switching Protocols: the session is open."},
+                    **base._error_responses(
+                        "websocket_required", *base._AUTH_ERRORS, "origin_not_allowed",
+                        "validation_error", *base._SERVER_ERRORS, field="last_event_id",
+                    ),
+                },
+                auth=False,
+                description="Checks, in order: a WebSocket upgrade (400), the access token "
+                "in `token` (401), the `Origin` (403), `last_event_id` (422).",
+                parameters=[
+                    {
+                        "name": "token",
+                        "in": "query",
+                        "required": True,
+                        "description": "An access token (redacted from logs).",
+                        "schema": {"type": "string"},
+                    },
+                    _cursor_param("Resume after this event id."),
+                ],
+            )
+        },
+        "/api/events": {
+            "get": base._operation(
+                "pollEvents",
+                "realtime",
+                "Long-poll the user's event stream",
+                {
+                    "200": base._ok("Events after last_event_id (possibly none).",
+                                    base._ref("EventBatch")),
+                    **base._error_responses(
+                        *base._AUTH_ERRORS, "validation_error", *base._SERVER_ERRORS,
+                        field="timeout",
+                    ),
+                },
+                description="Answers at once when events are waiting, else when one arrives or "
+                "`timeout` passes. Without last_event_id: at once, with the current cursor.",
+                parameters=[
+                    _cursor_param("The last event id this client has."),
+                    {
+                        "name": "timeout",
+                        "in": "query",
+                        "required": False,
+                        "description": "Seconds to wait (POLL_TIMEOUT_DEFAULT_SECONDS, "
+                        "POLL_TIMEOUT_MAX_SECONDS).",
+                        "schema": {"type": "number", "minimum": 0,
+                                   "maximum": settings.poll_timeout_max,
+                                   "default": settings.poll_timeout_default},
+                    },
+                ],
+            )
+        },
+        "/api/chats/{chat_id}/typing": {
+            "post": base._operation(
+                "setTyping",
+                "realtime",
+                "Start or stop typing in a chat (for polling clients)",
+                {
+                    **no_content,
+                    **base._error_responses(
+                        *base._AUTH_ERRORS, *base._BODY_ERRORS, "chat_not_found",
+                        *base._SERVER_ERRORS, field="is_typing",
+                    ),
+                },
+                description="The other members get a `typing` event; typing expires after "
+                "TYPING_TTL_SECONDS without a new start.",
+                parameters=[base._path_param("chat_id", "The chat.")],
+                request_body=base._json_body(
+                    base._request_object({"is_typing": {"type": "boolean"}}, ["is_typing"]),
+                    {"is_typing": True},
+                ),
+            )
+        },
+    }
