@@ -92,6 +92,8 @@ class ChatActor(Actor):
         self._typing: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self._typing_generation = 0
         self._read_sent: dict[str, int] = {}
+        #: new_message events of stored messages whose publication failed; retried first.
+        self._unpublished: list[events.EventDraft] = []
 
     async def on_start(self) -> None:
         await self._load()
@@ -109,7 +111,17 @@ class ChatActor(Actor):
         return self.chat
 
     # -- send ------------------------------------------------------------------------------
+    async def _publish_backlog(self) -> None:
+        if self._unpublished:
+            pending, self._unpublished = self._unpublished, []
+            try:
+                await self._hub.publish(pending)
+            except Exception:
+                self._unpublished = pending + self._unpublished
+                raise
+
     async def receive_batch(self, messages: list[Any]) -> list[Any]:
+        await self._publish_backlog()
         results: list[Any] = [None] * len(messages)
         drafts: list[MessageDraft] = []
         slots: list[int] = []
@@ -137,7 +149,14 @@ class ChatActor(Actor):
                 self._stop_typing_silently(outcome.message.sender_id)
                 new_events.append((slot, events.new_message(
                     outcome.message, members, messages[slot].origin)))
-        published = await self._hub.publish([draft for _, draft in new_events])
+        drafts_out = [draft for _, draft in new_events]
+        try:
+            published = await self._hub.publish(drafts_out)
+        except Exception:
+            # The messages are stored; their events go out before anything else of this chat,
+            # on the next send (a retry with the same client_msg_id is such a send).
+            self._unpublished.extend(drafts_out)
+            raise
         event_ids = {slot: event.id for (slot, _), event in zip(new_events, published,
                                                                 strict=True)}
         for slot, outcome in zip(slots, appended, strict=True):
@@ -146,6 +165,7 @@ class ChatActor(Actor):
 
     # -- typing and reads --------------------------------------------------------------------
     async def receive(self, message: Any) -> Any:
+        await self._publish_backlog()
         if isinstance(message, SetTyping):
             return await self._set_typing(message.user_id, message.is_typing)
         if isinstance(message, TypingExpired):
@@ -207,7 +227,7 @@ class ChatActor(Actor):
         return ReadOutcome(self.chat_id, position, unread)
 
     def is_idle(self) -> bool:
-        return not self._typing
+        return not self._typing and not self._unpublished
 
     async def on_stop(self) -> None:
         for _, timer in self._typing.values():

@@ -260,23 +260,12 @@ class RealtimeHub:
 
     # -- hooks for the chat actor --------------------------------------------------------------
     async def claim_attachments(self, sender_id: str, attachment_ids: Sequence[str], *,
-                                chat_id: str | None = None,
-                                client_msg_id: str | None = None) -> Any:
-        if not attachment_ids:
-            return ()
-        claim = getattr(self.services, "attachments", None)
-        if claim is None:
-            from messenger.errors import ValidationFailed
-
-            raise ValidationFailed("attachment_ids", "attachments are not enabled")
-        return await claim.claim(sender_id, list(attachment_ids), chat_id=chat_id,
-                                 client_msg_id=client_msg_id)
+                                chat_id: str, client_msg_id: str | None) -> Any:
+        return await self.services.chats.claim_attachments(
+            sender_id, attachment_ids, chat_id=chat_id, client_msg_id=client_msg_id)
 
     def message_draft(self, send: chat_actor.Send, attachments: Any) -> MessageDraft:
-        if attachments:
-            return MessageDraft(send.sender_id, send.text, send.client_msg_id,
-                                attachments=tuple(attachments))  # type: ignore[call-arg]
-        return MessageDraft(send.sender_id, send.text, send.client_msg_id)
+        return MessageDraft(send.sender_id, send.text, send.client_msg_id, tuple(attachments))
 
     # -- presence ------------------------------------------------------------------------------
     async def presence_changed(self, user_id: str, online: bool, at: datetime) -> None:
@@ -286,7 +275,8 @@ class RealtimeHub:
                 await record(user_id, online, at)
             except Exception:
                 log.exception("recording presence of %s failed", user_id)
-        contacts = await self.store.contact_ids(user_id)
+        contacts = await self.store.contact_ids(
+            user_id, self.settings.presence_max_chat_members)
         if contacts:
             await self.publish([events.presence(user_id, online, at, sorted(contacts))])
 

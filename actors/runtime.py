@@ -56,6 +56,11 @@ class AskTimeout(ActorError):
 _STOP = object()
 
 
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class Actor:
     """Subclass and implement ``receive``; override the hooks you need."""
 
@@ -115,6 +120,8 @@ class Actor:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
+            # The reply may still come; nobody waits for it any more.
+            future.add_done_callback(_consume_outcome)
             raise AskTimeout(f"{self.name} did not answer within {timeout}s") from None
 
     def _put(self, message: Any, future: asyncio.Future[Any] | None) -> None:

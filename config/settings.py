@@ -59,6 +59,7 @@ class Settings:
     ws_socket_sndbuf: int
     typing_ttl: float
     presence_grace: float
+    presence_max_chat_members: int
     actor_idle_timeout: float
     event_ring_size: int
     event_retention: float
@@ -345,6 +346,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "ws_socket_sndbuf": _int("WS_SOCKET_SNDBUF_BYTES", 262_144, 0, 1 << 30)(env),
         "typing_ttl": _float("TYPING_TTL_SECONDS", 6.0, 0.1, 300.0)(env),
         "presence_grace": _float("PRESENCE_GRACE_SECONDS", 5.0, 0.0, 3600.0)(env),
+        "presence_max_chat_members": _int("PRESENCE_MAX_CHAT_MEMBERS", 100, 2, 100_000)(env),
         "actor_idle_timeout": _float("ACTOR_IDLE_SECONDS", 60.0, 0.1, 86_400.0)(env),
         "event_ring_size": _int("EVENT_RING_SIZE", 512, 1, 1_000_000)(env),
         "event_retention": _float("EVENT_RETENTION_SECONDS", 86_400.0, 1.0, 31_536_000.0)(env),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
+from actors.runtime import ActorError
 from handlers.body import BoundedBody
 from messenger import validation
 from messenger.errors import (
@@ -121,6 +122,8 @@ class BaseHandler(tornado.web.RequestHandler):
             return exc
         if isinstance(exc, StoreUnavailable):
             return ServiceUnavailable("the database is not answering; try again shortly")
+        if isinstance(exc, ActorError):  # overloaded, timed out, or restarting after a failure
+            return ServiceUnavailable("the server is busy; try again shortly")
         if status_code == 404:
             return NotFound("no such resource")
         if status_code == 405:
@@ -137,8 +140,8 @@ class BaseHandler(tornado.web.RequestHandler):
     ) -> None:
         if isinstance(value, ApiError):
             return
-        if isinstance(value, StoreUnavailable):
-            log.warning("store unavailable during %s %s: %s", self.request.method,
+        if isinstance(value, StoreUnavailable | ActorError):
+            log.warning("%s during %s %s: %s", type(value).__name__, self.request.method,
                         self.request.path, value)
             return
         super().log_exception(typ, value, tb)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import signal
@@ -71,6 +72,9 @@ async def serve(settings: Settings) -> None:
     """Run the HTTP server until SIGINT or SIGTERM, then stop cleanly."""
     services = Services.build(settings)
     await services.start()
+    # Long-lived objects made at start (modules, settings, the app) leave the collector's
+    # view; with many sockets open, collections otherwise dominate fan-out time.
+    gc.freeze()
     app = MessengerApp(services)
     # Handlers enforce MAX_BODY_BYTES with a JSON 413 (by Content-Length before reading, or as
     # chunks arrive). This ceiling only bounds what Tornado reads of one chunk before that check.

@@ -1,27 +1,25 @@
 """Chats and messages as the REST API sees them: membership checks, creation rules, history.
 
 A chat is visible only to its members; to anyone else it does not exist (404 ``chat_not_found``),
-so chat ids cannot be probed. The send path goes through ``Store.append_messages``; the real-time
-layer will put a per-chat actor in front of it without changing these rules.
+so chat ids cannot be probed. Sends and reads go through the chat's actor (``actors/chat.py``),
+which applies the same membership rule from its member cache; this service checks the
+attachments a send may carry and tells the real-time layer (its notifier) about chat changes.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from messenger.errors import ChatNotFound, Forbidden, NotAGroup, ValidationFailed
 from messenger.ids import direct_key, is_valid_id
 from messenger.models import (
-    AppendResult,
     Attachment,
     Chat,
     ChatType,
     ChatView,
     Message,
-    MessageDraft,
 )
 from messenger.store import Store
 
@@ -55,16 +53,6 @@ class NullNotifier:
 
     async def member_removed(self, chat: Chat, user_id: str, by: str) -> None:
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class ReadState:
-    chat_id: str
-    seq: int
-    unread_count: int
-
-    def to_json(self) -> dict[str, object]:
-        return {"chat_id": self.chat_id, "seq": self.seq, "unread_count": self.unread_count}
 
 
 class ChatService:
@@ -139,12 +127,6 @@ class ChatService:
             raise ChatNotFound("chat not found")
         return chat
 
-    async def mark_read(self, caller_id: str, chat_id: str, seq: int) -> ReadState:
-        chat = await self.member_chat(caller_id, chat_id)
-        position = await self._store.mark_read(chat.id, caller_id, seq)
-        # last_seq may have grown meanwhile; unread never goes negative.
-        return ReadState(chat.id, position, max(0, chat.last_seq - position))
-
     async def add_members(
         self, caller_id: str, chat_id: str, user_ids: Sequence[str]
     ) -> ChatView:
@@ -207,24 +189,6 @@ class ChatService:
                 raise ValidationFailed("before_id", "before_id is not a message of this chat")
             before_seq = anchor.seq
         return await self._store.list_messages(chat.id, before_seq, limit)
-
-    async def send(
-        self,
-        caller_id: str,
-        chat_id: str,
-        text: str,
-        client_msg_id: str | None,
-        *,
-        attachment_ids: Sequence[str] = (),
-    ) -> AppendResult:
-        chat = await self.member_chat(caller_id, chat_id)
-        attachments = await self.claim_attachments(
-            caller_id, attachment_ids, chat_id=chat.id, client_msg_id=client_msg_id
-        )
-        [result] = await self._store.append_messages(
-            chat.id, [MessageDraft(caller_id, text, client_msg_id, attachments)]
-        )
-        return result
 
     async def claim_attachments(
         self,

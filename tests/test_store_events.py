@@ -209,6 +209,11 @@ async def test_contact_ids_are_everyone_sharing_a_chat(store: Store) -> None:
     assert await store.contact_ids(dan.id) == {ann.id}
     assert await store.contact_ids(new_id()) == set()
     assert await store.contact_ids("not-an-id") == set()
+    # only chats of at most N members count (presence skips large groups)
+    assert await store.contact_ids(ann.id, max_chat_size=2) == {bob.id, dan.id}
+    assert await store.contact_ids(bob.id, max_chat_size=2) == {ann.id, eve.id}
+    assert await store.contact_ids(cid.id, max_chat_size=2) == set()
+    assert await store.contact_ids(cid.id, max_chat_size=3) == {ann.id, bob.id}
 
 
 async def test_contact_ids_of_a_user_alone(store: Store) -> None:
@@ -320,7 +325,7 @@ async def test_sqlite_event_queries_use_indexes(sqlite_store: Store, tmp_path: P
     from messenger.store import sqlite as adapter
 
     cases = {
-        "contacts": (adapter.SQL_CONTACTS, ("u", "u")),
+        "contacts": (adapter.SQL_CONTACTS, ("u", 100, 100, "u")),
         "user events": (adapter.SQL_USER_EVENTS, ("u", 0, 100)),
         "newest event before": (adapter.SQL_NEWEST_EVENT_BEFORE, (0,)),
         "event floor": (adapter.SQL_EVENT_FLOOR, ()),
@@ -328,7 +333,12 @@ async def test_sqlite_event_queries_use_indexes(sqlite_store: Store, tmp_path: P
     with closing(sqlite3.connect(tmp_path / "db.sqlite3")) as conn:
         for name, (sql, params) in cases.items():
             plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
-            assert [step for step in plan if step.startswith("SCAN")] == [], (name, plan)
+            # contacts scans only what it built itself: the caller's chats ("small") and a
+            # count of at most max_chat_size + 1 rows per chat
+            bounded = ("SCAN (subquery-", "SCAN small")
+            scans = [step for step in plan if step.startswith("SCAN")
+                     and not (name == "contacts" and step.startswith(bounded))]
+            assert scans == [], (name, plan)
             assert all(" USING " in step for step in plan if step.startswith("SEARCH")), plan
             assert not any("TEMP B-TREE" in step for step in plan if name != "contacts"), plan
 

@@ -176,8 +176,9 @@ class Store(abc.ABC):
         """Remove one member (a no-op if not a member); return the chat now."""
 
     @abc.abstractmethod
-    async def contact_ids(self, user_id: str) -> set[str]:
-        """The users sharing at least one chat with ``user_id`` (``user_id`` excluded)."""
+    async def contact_ids(self, user_id: str, max_chat_size: int | None = None) -> set[str]:
+        """The users sharing at least one chat with ``user_id`` (``user_id`` excluded); with
+        ``max_chat_size``, only chats of at most that many members count."""
 
     # -- messages ----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -522,13 +522,16 @@ class MongoStore(MongoEmailMixin, Store):
         return to_chat(doc)
 
     @_guarded
-    async def contact_ids(self, user_id: str) -> set[str]:
+    async def contact_ids(self, user_id: str, max_chat_size: int | None = None) -> set[str]:
         user_oid = oid(user_id)
         if user_oid is None:
             return set()
         # One command: the member_ids of the user's chats (index member_activity), deduplicated
-        # by the server.
-        members = await self._db.chats.distinct("member_ids", {"member_ids": user_oid})
+        # by the server. A chat has at most N members iff its array has no element N.
+        query: dict[str, Any] = {"member_ids": user_oid}
+        if max_chat_size is not None:
+            query[f"member_ids.{max_chat_size}"] = {"$exists": False}
+        members = await self._db.chats.distinct("member_ids", query)
         return {str(member) for member in members if member != user_oid}
 
     # -- messages ----------------------------------------------------------------------------

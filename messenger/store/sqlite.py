@@ -142,9 +142,15 @@ SQL_TOKEN_STATE = """
 """
 # Members, contacts and the event log (real-time layer).
 SQL_CONTACTS = """
+    WITH small AS MATERIALIZED (
+        SELECT mine.chat_id FROM chat_members AS mine
+        WHERE mine.user_id = ?
+          AND (SELECT COUNT(*) FROM (SELECT 1 FROM chat_members AS c
+                                     WHERE c.chat_id = mine.chat_id LIMIT ? + 1)) <= ?
+    )
     SELECT DISTINCT other.user_id
-    FROM chat_members AS mine CROSS JOIN chat_members AS other ON other.chat_id = mine.chat_id
-    WHERE mine.user_id = ? AND other.user_id != ?
+    FROM small CROSS JOIN chat_members AS other ON other.chat_id = small.chat_id
+    WHERE other.user_id != ?
 """
 SQL_USER_EVENTS = """
     SELECT e.id, e.recipients, e.payload, e.created_at
@@ -494,9 +500,10 @@ class SQLiteStore(SQLiteEmailMixin, Store):
 
         return await self._run(op)
 
-    async def contact_ids(self, user_id: str) -> set[str]:
+    async def contact_ids(self, user_id: str, max_chat_size: int | None = None) -> set[str]:
+        limit = max_chat_size if max_chat_size is not None else 2**31
         rows = await self._run(
-            lambda conn: conn.execute(SQL_CONTACTS, (user_id, user_id)).fetchall()
+            lambda conn: conn.execute(SQL_CONTACTS, (user_id, limit, limit, user_id)).fetchall()
         )
         return {row[0] for row in rows}
 

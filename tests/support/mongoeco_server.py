@@ -1,7 +1,8 @@
 """Run a mongoeco wire-protocol server (an in-memory MongoDB stand-in) on a loopback port.
 
-Started by the tests in a helper process: ``python tests/support/mongoeco_server.py PORT``.
-Prints ``ready <port>`` once it accepts connections.
+Started by the tests in a helper process: ``python tests/support/mongoeco_server.py PORT [PATH]``
+(with PATH, data lives in that SQLite file and survives a restart). Prints ``ready <port>``
+once it accepts connections.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import asyncio
 import signal
 import sys
 
-from mongoeco.engines import MemoryEngine
+from mongoeco.engines import MemoryEngine, SQLiteEngine
 from mongoeco.wire import AsyncMongoEcoProxyServer
 
 
-async def serve(port: int) -> None:
-    server = AsyncMongoEcoProxyServer(engine=MemoryEngine(), host="127.0.0.1", port=port)
+async def serve(port: int, path: str | None) -> None:
+    engine = SQLiteEngine(path) if path else MemoryEngine()
+    server = AsyncMongoEcoProxyServer(engine=engine, host="127.0.0.1", port=port)
     address = await server.start()
     print(f"ready {address.port}", flush=True)
     stop = asyncio.Event()
@@ -27,4 +29,5 @@ async def serve(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    asyncio.run(serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0,
+                      sys.argv[2] if len(sys.argv) > 2 else None))

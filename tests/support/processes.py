@@ -47,12 +47,15 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
 class MongoecoServer:
     """A mongoeco wire server in a helper process; ``url(db)`` names a database on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | None = None) -> None:
         self.port = free_port()
+        self.path = path  # a SQLite file: data survives stop() + start()
+        self.start()
+
+    def start(self) -> None:
+        args = [sys.executable, str(ROOT / "tests/support/mongoeco_server.py"), str(self.port)]
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests/support/mongoeco_server.py"), str(self.port)],
-            stdout=subprocess.PIPE,
-            text=True,
+            args + ([self.path] if self.path else []), stdout=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("ready"):
