@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install lint openapi migrate clean bench-store bench-http
+.PHONY: run test install lint openapi migrate clean bench-store bench-http bench-ws
 
 $(BIN)/python:
 	@PY="$$(scripts/find-python)" && echo "using $$PY" && "$$PY" -m venv $(VENV)
@@ -41,6 +41,9 @@ bench-store: $(STAMP)
 
 bench-http: $(STAMP)
 	$(BIN)/python scripts/bench_http
+
+bench-ws: $(STAMP)
+	$(BIN)/python scripts/bench_ws
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

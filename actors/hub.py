@@ -169,7 +169,11 @@ class RealtimeHub:
         """
         replayed = 0
         while True:
+            if session.closed:  # the client left meanwhile: nothing to make live
+                return
             backlog = await self.read_backlog(user_id, session.cursor, CATCH_UP_PAGE)
+            if session.closed:
+                return
             if backlog.resync or replayed > self.settings.resume_max_events:
                 session.cursor = backlog.head
                 resync()

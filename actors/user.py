@@ -42,6 +42,7 @@ class Session(Protocol):
     id: str
     cursor: int  # id of the last stream event this session was given
     live: bool
+    closed: bool  # the connection is gone
 
     def write_events(self, events: list[Event]) -> None:
         """Write the events with ids above ``cursor``, in order; advance ``cursor``."""

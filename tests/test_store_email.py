@@ -218,8 +218,9 @@ async def test_concurrent_claims_hand_each_mail_out_once(store: Store) -> None:
 
 async def test_list_and_purge_the_outbox(store: Store) -> None:
     now = utcnow()
-    to_ann = [mail("ann@example.com", created=now + seconds(i)) for i in range(3)]
-    to_bob = mail("bob@example.com", created=now + seconds(5))
+    # due=now: mail() would otherwise be due at its own, slightly later, clock reading
+    to_ann = [mail("ann@example.com", created=now + seconds(i), due=now) for i in range(3)]
+    to_bob = mail("bob@example.com", created=now + seconds(5), due=now)
     for item in [*to_ann, to_bob]:
         await store.enqueue_mail(item)
     assert [m.id for m in await store.list_mail("ann@example.com")] == [
