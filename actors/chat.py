@@ -131,11 +131,12 @@ class ChatActor(Actor):
                 attachments = await self._hub.claim_attachments(
                     send.sender_id, send.attachment_ids,
                     chat_id=self.chat_id, client_msg_id=send.client_msg_id,
-                )
+                ) if send.attachment_ids else ()
             except Exception as exc:
                 results[i] = exc
                 continue
-            drafts.append(self._hub.message_draft(send, attachments))
+            drafts.append(MessageDraft(send.sender_id, send.text, send.client_msg_id,
+                                       tuple(attachments)))
             slots.append(i)
         if not drafts:
             return results

@@ -34,7 +34,7 @@ from messenger.bus import Bus, LocalBus
 from messenger.errors import ChatNotFound
 from messenger.events import Event, EventDraft
 from messenger.ids import is_valid_id
-from messenger.models import Chat, MessageDraft
+from messenger.models import Chat
 from messenger.store import Store
 
 if TYPE_CHECKING:
@@ -267,9 +267,6 @@ class RealtimeHub:
                                 chat_id: str, client_msg_id: str | None) -> Any:
         return await self.services.chats.claim_attachments(
             sender_id, attachment_ids, chat_id=chat_id, client_msg_id=client_msg_id)
-
-    def message_draft(self, send: chat_actor.Send, attachments: Any) -> MessageDraft:
-        return MessageDraft(send.sender_id, send.text, send.client_msg_id, tuple(attachments))
 
     # -- presence ------------------------------------------------------------------------------
     async def presence_changed(self, user_id: str, online: bool, at: datetime) -> None:

@@ -292,11 +292,15 @@ class MongoStore(MongoEmailMixin, Store):
 
     @_guarded
     async def get_users(self, user_ids: Sequence[str]) -> list[User]:
-        oids = list(dict.fromkeys(found for found in map(oid, user_ids) if found is not None))
+        return [to_user(doc) for doc in await self._docs_by_ids(self._db.users, user_ids)]
+
+    async def _docs_by_ids(self, collection: Any, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The documents of ``collection`` among ``ids`` (malformed ids find nothing)."""
+        oids = list(dict.fromkeys(found for found in map(oid, ids) if found is not None))
         if not oids:
             return []
-        docs = await self._db.users.find({"_id": {"$in": oids}}).to_list(None)
-        return [to_user(doc) for doc in docs]
+        docs: list[dict[str, Any]] = await collection.find({"_id": {"$in": oids}}).to_list(None)
+        return docs
 
     # -- refresh tokens ----------------------------------------------------------------------
     @_guarded
@@ -692,11 +696,7 @@ class MongoStore(MongoEmailMixin, Store):
 
     @_guarded
     async def get_uploads(self, upload_ids: Sequence[str]) -> list[Upload]:
-        oids = list(dict.fromkeys(found for found in map(oid, upload_ids) if found is not None))
-        if not oids:
-            return []
-        docs = await self._db.uploads.find({"_id": {"$in": oids}}).to_list(None)
-        return [to_upload(doc) for doc in docs]
+        return [to_upload(doc) for doc in await self._docs_by_ids(self._db.uploads, upload_ids)]
 
     @_guarded
     async def mark_upload_ready(self, upload_id: str) -> Upload | None:

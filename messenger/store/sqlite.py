@@ -320,19 +320,23 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         return _user(row) if row else None
 
     async def get_users(self, user_ids: Sequence[str]) -> list[User]:
-        ids = list(dict.fromkeys(user_ids))
-        if not ids:
+        return [_user(row) for row in await self._rows_by_ids(USER_COLUMNS, "users", user_ids)]
+
+    async def _rows_by_ids(self, columns: str, table: str, ids: Sequence[str]) -> list[Row]:
+        """``columns`` of the rows of ``table`` whose id is among ``ids``."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
             return []
 
         def op(conn: sqlite3.Connection) -> list[Row]:
             rows: list[Row] = []
-            for chunk in _chunks(ids):
+            for chunk in _chunks(wanted):
                 rows += conn.execute(
-                    f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({_marks(chunk)})", chunk
+                    f"SELECT {columns} FROM {table} WHERE id IN ({_marks(chunk)})", chunk
                 ).fetchall()
             return rows
 
-        return [_user(row) for row in await self._run(op)]
+        return await self._run(op)
 
     # -- refresh tokens ----------------------------------------------------------------------
     async def add_refresh_token(
@@ -634,19 +638,8 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         )
 
     async def get_uploads(self, upload_ids: Sequence[str]) -> list[Upload]:
-        ids = list(dict.fromkeys(upload_ids))
-        if not ids:
-            return []
-
-        def op(conn: sqlite3.Connection) -> list[Row]:
-            rows: list[Row] = []
-            for chunk in _chunks(ids):
-                rows += conn.execute(
-                    f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id IN ({_marks(chunk)})", chunk
-                ).fetchall()
-            return rows
-
-        return [_upload(row) for row in await self._run(op)]
+        rows = await self._rows_by_ids(UPLOAD_COLUMNS, "uploads", upload_ids)
+        return [_upload(row) for row in rows]
 
     async def mark_upload_ready(self, upload_id: str) -> Upload | None:
         def op(conn: sqlite3.Connection) -> Row | None:
