@@ -23,7 +23,7 @@ from tests.support.ws import WsClient, new_messages
 
 REALTIME_ENV = {
     "TYPING_TTL_SECONDS": "1",
-    "PRESENCE_GRACE_SECONDS": "0.5",
+    "PRESENCE_GRACE_SECONDS": "1.5",  # a reload (close + reconnect) fits well inside
     "ALLOWED_ORIGINS": "https://chat.example.com",
 }
 
