@@ -238,10 +238,6 @@ class RealtimeHub:
             for session in list(self._ws_sessions):
                 session.check_idle(now, idle)
 
-    @property
-    def session_count(self) -> int:
-        return len(self._ws_sessions)
-
     # -- commands ----------------------------------------------------------------------------
     async def send(self, user_id: str, chat_id: str, text: str, client_msg_id: str | None,
                    attachment_ids: Sequence[str] = (), origin: str | None = None
@@ -270,20 +266,14 @@ class RealtimeHub:
 
     # -- presence ------------------------------------------------------------------------------
     async def presence_changed(self, user_id: str, online: bool, at: datetime) -> None:
-        record = getattr(self.store, "record_presence", None)
-        if record is not None:
-            try:
-                await record(user_id, online, at)
-            except Exception:
-                log.exception("recording presence of %s failed", user_id)
+        try:  # for missed-message digests; the live presence event goes out regardless
+            await self.store.record_presence(user_id, online, at)
+        except Exception:
+            log.exception("recording presence of %s failed", user_id)
         contacts = await self.store.contact_ids(
             user_id, self.settings.presence_max_chat_members)
         if contacts:
             await self.publish([events.presence(user_id, online, at, sorted(contacts))])
-
-    def is_online(self, user_id: str) -> bool:
-        actor = self.users.get(user_id)
-        return actor is not None and actor.online
 
     # -- chat changes (ChatService's notifier) -----------------------------------------------
     async def chat_created(self, chat: Chat) -> None:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import tornado.iostream
 import tornado.websocket
 
+from actors.runtime import ActorError
 from handlers.base import BaseHandler
 from messenger import events, protocol, validation
 from messenger.errors import (
@@ -64,6 +65,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._after: int | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        settings = self.application.services.settings  # type: ignore[attr-defined]
+        self._bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
 
     @property
     def hub(self) -> RealtimeHub:
@@ -241,15 +244,6 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    @property
-    def _bucket(self) -> TokenBucket:
-        bucket = getattr(self, "_token_bucket", None)
-        if bucket is None:
-            settings = self.application.services.settings  # type: ignore[attr-defined]
-            bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
-            self._token_bucket = bucket
-        return bucket
-
     async def _run(self, frame: protocol.ClientFrame) -> None:
         hub = self.hub
         try:
@@ -263,22 +257,17 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
                 await hub.set_typing(self.user_id, frame.chat_id, frame.is_typing)
             elif isinstance(frame, protocol.MarkRead):
                 await hub.mark_read(self.user_id, frame.chat_id, frame.seq)
-        except asyncio.CancelledError:
-            raise
         except ApiError as error:
             self.write_error_frame(error, frame.ref)
         except StoreUnavailable:
             self.write_error_frame(
                 ServiceUnavailable("the database is not answering; try again shortly"),
                 frame.ref)
-        except Exception as exc:
-            from actors.runtime import ActorError
-
-            if isinstance(exc, ActorError):
-                self.write_error_frame(ServiceUnavailable("busy; try again shortly"), frame.ref)
-            else:
-                log.exception("frame %s from %s failed", type(frame).__name__, self.user_id)
-                self.write_error_frame(InternalError("internal server error"), frame.ref)
+        except ActorError:  # overloaded, timed out, or restarting after a failure
+            self.write_error_frame(ServiceUnavailable("busy; try again shortly"), frame.ref)
+        except Exception:
+            log.exception("frame %s from %s failed", type(frame).__name__, self.user_id)
+            self.write_error_frame(InternalError("internal server error"), frame.ref)
 
     def write_error_frame(self, error: ApiError, ref: str | None) -> None:
         fields: dict[str, Any] = {"code": error.code, "message": error.message, "ref": ref}
