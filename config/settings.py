@@ -33,6 +33,7 @@ class Settings:
     mongo_write_concern: str | int
     mongo_timeout_ms: int
     data_dir: Path
+    sqlite_synchronous: str
     # auth
     jwt_secret: str
     jwt_issuer: str
@@ -47,6 +48,14 @@ class Settings:
     page_size_max: int
     max_group_members: int
     max_chats_listed: int
+    json_max_depth: int
+    # connections (API_CONTRACT.md §11)
+    max_connections: int
+    max_connections_per_ip: int
+    trusted_proxies: tuple[str, ...]
+    http_header_timeout: float
+    limit_log_interval: float
+    ws_max_sessions_per_user: int
     # real time (API_CONTRACT.md §8)
     allowed_origins: tuple[str, ...]
     ws_max_frame_bytes: int
@@ -194,6 +203,45 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
     return origins
 
 
+def _proxies(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``TRUSTED_PROXIES``: addresses or CIDR networks whose ``X-Forwarded-For`` is believed."""
+    import ipaddress
+
+    raw = env.get("TRUSTED_PROXIES", "").strip()
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"TRUSTED_PROXIES: {item!r} is not an IP address or CIDR network"
+            ) from None
+    return items
+
+
+def _default_max_connections() -> int:
+    """Below the process's file-descriptor limit, with room for the store, logs and files."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1_048_576
+    return max(16, soft - max(64, soft // 10))
+
+
+SQLITE_SYNCHRONOUS_MODES = ("full", "normal", "extra")
+
+
+def _sqlite_synchronous(env: Mapping[str, str]) -> str:
+    mode = (_str("SQLITE_SYNCHRONOUS", "full")(env) or "full").lower()
+    if mode not in SQLITE_SYNCHRONOUS_MODES:
+        raise ConfigError(
+            f"SQLITE_SYNCHRONOUS: must be one of {', '.join(SQLITE_SYNCHRONOUS_MODES)},"
+            f" got {mode!r}"
+        )
+    return mode
+
+
 def _bool(name: str, default: bool) -> Callable[[Mapping[str, str]], bool]:
     def read(env: Mapping[str, str]) -> bool:
         raw = env.get(name, "").strip().lower()
@@ -323,6 +371,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "mongo_write_concern": _write_concern(env),
         "mongo_timeout_ms": _int("MONGO_TIMEOUT_MS", 5000, 100, 120_000)(env),
         "data_dir": Path(_str("MESSENGER_DATA_DIR", "var")(env) or "var"),
+        "sqlite_synchronous": _sqlite_synchronous(env),
         "jwt_secret": secret,
         "jwt_issuer": _str("JWT_ISSUER", "messenger")(env),
         "jwt_audience": _str("JWT_AUDIENCE", "messenger-clients")(env),
@@ -335,6 +384,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "page_size_max": _int("PAGE_SIZE_MAX", 200, 1, 1000)(env),
         "max_group_members": _int("MAX_GROUP_MEMBERS", 1000, 2, 100_000)(env),
         "max_chats_listed": _int("MAX_CHATS_LISTED", 500, 1, 10_000)(env),
+        "json_max_depth": _int("JSON_MAX_DEPTH", 32, 2, 256)(env),
+        "max_connections": _int("MAX_CONNECTIONS", 0, 0, 10_000_000)(env)
+        or _default_max_connections(),
+        "max_connections_per_ip": _int("MAX_CONNECTIONS_PER_IP", 1000, 1, 10_000_000)(env),
+        "trusted_proxies": _proxies(env),
+        "http_header_timeout": _float("HTTP_HEADER_TIMEOUT_SECONDS", 10.0, 0.1, 3600.0)(env),
+        "limit_log_interval": _float("LIMIT_LOG_INTERVAL_SECONDS", 10.0, 0.1, 86_400.0)(env),
+        "ws_max_sessions_per_user": _int("WS_MAX_SESSIONS_PER_USER", 16, 1, 100_000)(env),
         "allowed_origins": _origins(env),
         "ws_max_frame_bytes": _int("WS_MAX_FRAME_BYTES", 65_536, 1024, 1_048_576)(env),
         "ws_messages_per_second": _float("WS_MESSAGES_PER_SECOND", 20.0, 0.1, 10_000.0)(env),

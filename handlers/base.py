@@ -46,6 +46,13 @@ class BaseHandler(tornado.web.RequestHandler):
     def services(self) -> Services:
         return self.application.services  # type: ignore[attr-defined]
 
+    @property
+    def client_address(self) -> str:
+        """The client's IP address; ``X-Forwarded-For`` counts only from ``TRUSTED_PROXIES``."""
+        proxies = self.application.trusted_proxies  # type: ignore[attr-defined]
+        forwarded = self.request.headers.get("X-Forwarded-For")
+        return proxies.client(self.request.remote_ip or "", forwarded)
+
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")

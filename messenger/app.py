@@ -15,6 +15,7 @@ from config import Settings
 from handlers.base import NotFoundHandler
 from handlers.routes import url_specs
 from handlers.ws import HARD_FRAME_FACTOR
+from messenger.client_address import TrustedProxies
 from messenger.services import Services
 
 log = logging.getLogger("messenger")
@@ -39,6 +40,7 @@ class MessengerApp(tornado.web.Application):
             websocket_max_message_size=services.settings.ws_max_frame_bytes * HARD_FRAME_FACTOR,
         )
         self.services = services
+        self.trusted_proxies = TrustedProxies(services.settings.trusted_proxies)
 
 
 def redact(uri: str) -> str:
