@@ -12,6 +12,10 @@ Typing is state here: ``typing_start`` publishes ``is_typing: true`` only when t
 not typing already (repeats just push the expiry back), ``typing_stop`` or ``TYPING_TTL``
 without a new start publishes ``false``. A message from a user ends their typing silently
 (clients clear the indicator on ``new_message``).
+
+A request the actor refuses — a non-member's send, typing or read answers ``chat_not_found`` —
+is an answer (``refusals``: every ``ApiError``), not a failure: the actor keeps running and
+keeps its members' typing state.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.runtime import Actor
 from messenger import events
-from messenger.errors import ChatNotFound
+from messenger.errors import ApiError, ChatNotFound
 from messenger.models import Chat, Message, MessageDraft
 
 if TYPE_CHECKING:
@@ -79,6 +83,7 @@ class Reload:
 class ChatActor(Actor):
     inbox_size = 10_000
     batch_types = (Send,)
+    refusals = (ApiError,)
 
     def __init__(self, chat_id: str, hub: RealtimeHub) -> None:
         super().__init__(f"chat:{chat_id}")

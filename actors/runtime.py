@@ -10,10 +10,16 @@ Rules every actor follows:
 * Lifecycle: ``start()`` schedules the actor; ``on_start`` runs before the first message,
   ``on_stop`` after the last. ``stop()`` lets the actor finish the message in hand, then fails
   every queued ``ask`` with ``ActorStopped`` and logs how many queued ``tell`` messages it drops.
-* Supervision: if ``receive`` raises, the exception goes to the asker (``ask`` raises it) and is
-  logged; the actor is restarted (``on_stop`` then ``on_start``, inbox kept) unless it failed
-  ``max_restarts`` times within ``restart_window`` seconds, in which case it stops. A failing
-  actor never takes the process or other actors down.
+* Refusals are answers, not failures. An actor lists in ``refusals`` the exception types that
+  mean "no" to the asker (an unknown chat, a non-member, a bad argument): one raised by
+  ``receive`` or ``receive_batch`` goes to the asker (``ask`` raises it) and nothing else
+  happens — no log, no restart, no count toward ``max_restarts``, state kept. The runtime knows
+  no application types; actors name their own (``ChatActor`` lists ``messenger.errors.ApiError``,
+  the typed client errors), so a new refusal type needs no change here. The default is none.
+* Supervision: any other exception from ``receive`` is a fault: it goes to the asker and to
+  ``on_failure`` (which logs it); the actor is restarted (``on_stop`` then ``on_start``, inbox
+  kept) unless it failed ``max_restarts`` times within ``restart_window`` seconds, in which
+  case it stops. A failing actor never takes the process or other actors down.
 * Batching: message types listed in ``batch_types`` are taken together. When one reaches the
   head of the inbox, it and the messages of the same type queued right behind it (up to
   ``batch_max``) go to ``receive_batch`` at once, which returns one result (or exception) per
@@ -70,6 +76,8 @@ class Actor:
     batch_types: tuple[type, ...] = ()
     batch_max: int = 100
     restart_window: float = 60.0
+    #: Exception types that are an expected answer to the asker, not a fault (see above).
+    refusals: tuple[type[BaseException], ...] = ()
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -90,7 +98,7 @@ class Actor:
         """Runs after the last message, and before a restart."""
 
     async def on_failure(self, exc: BaseException, message: Any) -> None:
-        """Runs when ``receive`` raised; the default logs it."""
+        """Runs when ``receive`` raised a fault (not one of ``refusals``); the default logs it."""
         log.error("actor %s failed on %s", self.name, type(message).__name__, exc_info=exc)
 
     async def receive(self, message: Any) -> Any:
@@ -208,6 +216,8 @@ class Actor:
         except Exception as exc:
             if future is not None and not future.done():
                 future.set_exception(exc)
+            if isinstance(exc, self.refusals):
+                return True  # an answer: nothing failed
             await self.on_failure(exc, message)
             return await self._restart()
         if future is not None and not future.done():
@@ -226,6 +236,8 @@ class Actor:
             for _, waiting in batch:
                 if waiting is not None and not waiting.done():
                     waiting.set_exception(exc)
+            if isinstance(exc, self.refusals):
+                return True
             await self.on_failure(exc, first)
             return await self._restart()
         for (_, waiting), result in zip(batch, results, strict=True):

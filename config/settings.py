@@ -17,6 +17,19 @@ DEFAULT_JWT_SECRET = "local-dev-secret-do-not-use-in-production"
 ENVIRONMENTS = ("local", "test", "development", "staging", "production")
 
 
+#: Every ``AUTH_LIMIT_*`` rate-limit variable (API_CONTRACT.md §2 "Rate limits").
+AUTH_LIMIT_VARIABLES = (
+    "AUTH_LIMIT_LOGIN_PER_IP", "AUTH_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
+    "AUTH_LIMIT_REGISTER_PER_IP", "AUTH_LIMIT_REGISTER_PER_EMAIL", "AUTH_LIMIT_REFRESH_PER_IP",
+    "AUTH_LIMIT_REFRESH_PER_ACCOUNT", "AUTH_LIMIT_RESEND_PER_IP", "AUTH_LIMIT_RESEND_PER_ACCOUNT",
+    "AUTH_LIMIT_RESET_PER_IP", "AUTH_LIMIT_RESET_PER_EMAIL", "AUTH_LIMIT_RESET_CONFIRM_PER_IP",
+)
+#: An environment that lifts every auth rate limit and the per-address connection cap: for
+#: benchmarks and tests whose load all comes from one loopback address.
+UNLIMITED_AUTH: dict[str, str] = dict.fromkeys(AUTH_LIMIT_VARIABLES, "1000000000/1")
+UNLIMITED_LOAD: dict[str, str] = {**UNLIMITED_AUTH, "MAX_CONNECTIONS_PER_IP": "10000000"}
+
+
 class ConfigError(Exception):
     """A missing or invalid setting. ``str(error)`` is one line naming the variable."""
 
@@ -41,6 +54,19 @@ class Settings:
     access_token_ttl: int
     refresh_token_ttl: int
     bcrypt_rounds: int
+    # auth rate limits (API_CONTRACT.md §2): (count, seconds) = at most count per seconds
+    auth_limit_login_per_ip: tuple[int, float]
+    auth_limit_login_failures_per_account: tuple[int, float]
+    auth_limit_register_per_ip: tuple[int, float]
+    auth_limit_register_per_email: tuple[int, float]
+    auth_limit_refresh_per_ip: tuple[int, float]
+    auth_limit_refresh_per_account: tuple[int, float]
+    auth_limit_resend_per_ip: tuple[int, float]
+    auth_limit_resend_per_account: tuple[int, float]
+    auth_limit_reset_per_ip: tuple[int, float]
+    auth_limit_reset_per_email: tuple[int, float]
+    auth_limit_reset_confirm_per_ip: tuple[int, float]
+    auth_limit_table_size: int
     # limits
     max_body_bytes: int
     max_message_length: int
@@ -192,6 +218,33 @@ def _float(
     return read
 
 
+RATE_COUNT_MAX = 1_000_000_000
+RATE_SECONDS_MAX = 604_800.0
+
+
+def _rate(name: str, default: str) -> Callable[[Mapping[str, str]], tuple[int, float]]:
+    """``COUNT/SECONDS``: at most COUNT events per SECONDS (a burst of COUNT, then one more
+    every SECONDS / COUNT), e.g. ``10/60``."""
+
+    def read(env: Mapping[str, str]) -> tuple[int, float]:
+        raw = env.get(name, "").strip() or default
+        count, slash, seconds = (part.strip() for part in raw.partition("/"))
+        try:
+            value = (int(count), float(seconds)) if slash else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise ConfigError(f"{name}: expected COUNT/SECONDS such as 10/60, got {raw!r}")
+        if not 1 <= value[0] <= RATE_COUNT_MAX or not 0.001 <= value[1] <= RATE_SECONDS_MAX:
+            raise ConfigError(
+                f"{name}: COUNT must be 1..{RATE_COUNT_MAX} and SECONDS"
+                f" 0.001..{RATE_SECONDS_MAX:g}, got {raw!r}"
+            )
+        return value
+
+    return read
+
+
 def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
     raw = env.get("ALLOWED_ORIGINS", "").strip()
     origins = tuple(item.strip().rstrip("/").lower() for item in raw.split(",") if item.strip())
@@ -268,7 +321,8 @@ def _url(name: str) -> Callable[[Mapping[str, str]], str | None]:
     return read
 
 
-_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+# Matched with fullmatch: ``$`` would also accept a final newline.
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 DEFAULT_UPLOAD_TYPES = (
     "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain"
 )
@@ -278,7 +332,7 @@ def _media_types(env: Mapping[str, str]) -> tuple[str, ...]:
     raw = env.get("UPLOAD_ALLOWED_TYPES", "").strip() or DEFAULT_UPLOAD_TYPES
     types = tuple(dict.fromkeys(item.strip().lower() for item in raw.split(",") if item.strip()))
     for item in types:
-        if not _MEDIA_TYPE.match(item):
+        if not _MEDIA_TYPE.fullmatch(item):
             raise ConfigError(f"UPLOAD_ALLOWED_TYPES: {item!r} is not a type/subtype media type")
     if not types:
         raise ConfigError("UPLOAD_ALLOWED_TYPES: must list at least one media type")
@@ -378,6 +432,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "access_token_ttl": _int("ACCESS_TOKEN_TTL_SECONDS", 900, 30, 86_400)(env),
         "refresh_token_ttl": _int("REFRESH_TOKEN_TTL_SECONDS", 2_592_000, 60, 31_536_000)(env),
         "bcrypt_rounds": _int("BCRYPT_ROUNDS", 12, 4, 16)(env),
+        "auth_limit_login_per_ip": _rate("AUTH_LIMIT_LOGIN_PER_IP", "10/60")(env),
+        "auth_limit_login_failures_per_account": _rate("AUTH_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
+                                                       "100/3600")(env),
+        "auth_limit_register_per_ip": _rate("AUTH_LIMIT_REGISTER_PER_IP", "20/3600")(env),
+        "auth_limit_register_per_email": _rate("AUTH_LIMIT_REGISTER_PER_EMAIL", "5/3600")(env),
+        "auth_limit_refresh_per_ip": _rate("AUTH_LIMIT_REFRESH_PER_IP", "120/60")(env),
+        "auth_limit_refresh_per_account": _rate("AUTH_LIMIT_REFRESH_PER_ACCOUNT", "30/60")(env),
+        "auth_limit_resend_per_ip": _rate("AUTH_LIMIT_RESEND_PER_IP", "10/3600")(env),
+        "auth_limit_resend_per_account": _rate("AUTH_LIMIT_RESEND_PER_ACCOUNT", "5/3600")(env),
+        "auth_limit_reset_per_ip": _rate("AUTH_LIMIT_RESET_PER_IP", "10/3600")(env),
+        "auth_limit_reset_per_email": _rate("AUTH_LIMIT_RESET_PER_EMAIL", "5/3600")(env),
+        "auth_limit_reset_confirm_per_ip": _rate("AUTH_LIMIT_RESET_CONFIRM_PER_IP",
+                                                 "10/3600")(env),
+        "auth_limit_table_size": _int("AUTH_LIMIT_TABLE_SIZE", 10_000, 1, 10_000_000)(env),
         "max_body_bytes": _int("MAX_BODY_BYTES", 65_536, 1024, 10_485_760)(env),
         "max_message_length": _int("MAX_MESSAGE_LENGTH", 4000, 1, 65_536)(env),
         "page_size_default": _int("PAGE_SIZE_DEFAULT", 50, 1, 1000)(env),

@@ -1,9 +1,14 @@
-"""POST /api/auth/register, /login, /refresh."""
+"""POST /api/auth/register, /login, /refresh.
+
+Each is rate-limited per client address and per account (``messenger.auth_limits``) after its
+field checks and before any bcrypt or database work.
+"""
 
 from __future__ import annotations
 
 from handlers.base import BaseHandler
 from messenger import validation
+from messenger.errors import InvalidCredentials
 
 
 class RegisterHandler(BaseHandler):
@@ -14,7 +19,9 @@ class RegisterHandler(BaseHandler):
         email = validation.email(body)
         password = validation.password(body)
         name = validation.display_name(body)
+        self.services.auth_limits.register(self.client_address, email)
         session = await self.services.accounts.register(email, password, name)
+        self.services.known_users.remember(session.user.id)
         await self.services.email.send_verification(session.user)
         self.send_json(session.to_json(), status=201)
 
@@ -26,7 +33,14 @@ class LoginHandler(BaseHandler):
         body = self.json_body()
         email = validation.email(body)
         password = validation.password(body, check_strength=False)
-        session = await self.services.accounts.login(email, password)
+        limits = self.services.auth_limits
+        limits.login(self.client_address, email)
+        try:
+            session = await self.services.accounts.login(email, password)
+        except InvalidCredentials:
+            limits.login_failed(email)
+            raise
+        self.services.known_users.remember(session.user.id)
         self.send_json(session.to_json())
 
 
@@ -37,5 +51,7 @@ class RefreshHandler(BaseHandler):
         body = self.json_body()
         token = validation.string(body, "refresh_token", max_len=4096)
         assert token is not None
-        session = await self.services.accounts.refresh(token)
+        limits = self.services.auth_limits
+        limits.refresh_from(self.client_address)
+        session = await self.services.accounts.refresh(token, admit=limits.refresh_of)
         self.send_json(session.to_json())

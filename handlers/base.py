@@ -1,8 +1,14 @@
-"""The base of every HTTP handler: JSON in and out, body limits, bearer auth, error envelope.
+"""The base of every HTTP handler: JSON in and out, body limits, bearer auth, CORS, errors.
 
 Handlers stay thin: parse and validate input (``messenger.validation``), call a service, render.
 Any ``ApiError`` becomes ``{"error": {"code", "message"}}`` with its status; a store that does
 not answer becomes 503; anything else is a bug and becomes a bare 500 ``internal_error``.
+
+A refusal found before the body is read (no or a bad token, no such route) is answered once the
+body has been read (it is bounded by ``MAX_BODY_BYTES``), so the connection stays in step and
+keep-alive goes on; only a body declared too large is refused at once, with
+``Connection: close``. Browsers on an origin in ``ALLOWED_ORIGINS`` (or this host) get CORS
+headers, and their preflight ``OPTIONS`` is answered without a token.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ from messenger import validation
 from messenger.errors import (
     ApiError,
     InternalError,
+    InvalidToken,
     MethodNotAllowed,
     NotFound,
+    OriginNotAllowed,
     PayloadTooLarge,
     ServiceUnavailable,
     Unauthorized,
 )
 from messenger.jsonutil import dumps
+from messenger.origins import origin_allowed
+from messenger.redaction import redact
 from messenger.store import StoreUnavailable
 from messenger.tokens import ACCESS
 
@@ -33,6 +43,13 @@ if TYPE_CHECKING:
     from messenger.services import Services
 
 log = logging.getLogger("messenger.http")
+
+#: Request headers a browser may send cross-origin (answered in a preflight).
+CORS_ALLOWED_HEADERS = "Authorization, Content-Type"
+#: Response headers a cross-origin script may read.
+CORS_EXPOSED_HEADERS = "Retry-After, WWW-Authenticate, Location"
+#: How long a browser may cache a preflight answer, seconds.
+CORS_MAX_AGE_SECONDS = 600
 
 
 @tornado.web.stream_request_body
@@ -57,16 +74,68 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
+        self._set_cors_headers()
+
+    # -- CORS ----------------------------------------------------------------------------
+    def _cors_origin(self) -> str | None:
+        """The request's ``Origin`` when it may read our answers, else None."""
+        origin = self.request.headers.get("Origin")
+        if origin is None:
+            return None
+        allowed = self.services.settings.allowed_origins
+        return origin if origin_allowed(origin, self.request.host, allowed) else None
+
+    def _set_cors_headers(self) -> None:
+        origin = self._cors_origin()
+        self.set_header("Vary", "Origin")
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS)
+
+    async def options(self, *args: str, **kwargs: str) -> None:
+        """A CORS preflight (or a plain ``OPTIONS``): the methods this resource takes."""
+        methods = ", ".join(self.allowed_methods())
+        if self.request.headers.get("Origin") is not None:
+            if self._cors_origin() is None:
+                raise OriginNotAllowed("this origin may not call this API")
+            self.set_header("Access-Control-Allow-Methods", methods)
+            self.set_header("Access-Control-Allow-Headers", CORS_ALLOWED_HEADERS)
+            self.set_header("Access-Control-Max-Age", str(CORS_MAX_AGE_SECONDS))
+        self.set_header("Allow", methods)
+        self.clear_header("Content-Type")
+        self.set_status(204)
+        self.finish()
 
     # -- body ----------------------------------------------------------------------------
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         self._body = BoundedBody(self.services.settings.max_body_bytes)
         if self._body.declared_too_large(self.request.headers.get("Content-Length")):
             # Refused before reading: the connection closes after this response.
             self.request.connection.set_max_body_size(self._body.limit)
             raise self._too_large()
-        if self.requires_auth:
-            self.user_id = self._authenticate()
+        try:
+            await self.check_request()
+        except ApiError as error:
+            self.refuse_after_body(error)
+
+    async def check_request(self) -> None:
+        """What is checked before the body: the bearer token (``requires_auth``, not for a
+        preflight)."""
+        if self.requires_auth and self.request.method != "OPTIONS":
+            self.user_id = await self._authenticate()
+
+    def refuse_after_body(self, error: ApiError) -> None:
+        """Answer ``error`` in place of this request's method, once the body has been read.
+
+        Tornado calls the method only when the whole body has arrived; answering there keeps
+        the connection in step with the client, so a request pipelined behind this one is
+        answered too.
+        """
+
+        async def refuse(*args: Any, **kwargs: Any) -> None:
+            raise error
+
+        setattr(self, (self.request.method or "get").lower(), refuse)
 
     def data_received(self, chunk: bytes) -> None:
         if self._body.feed(chunk) and not self._finished:
@@ -81,22 +150,27 @@ class BaseHandler(tornado.web.RequestHandler):
     def json_body(self) -> dict[str, Any]:
         if self._body.too_large:
             raise self._too_large()
-        return validation.parse_json_object(self._body.data())
+        return validation.parse_json_object(
+            self._body.data(), max_depth=self.services.settings.json_max_depth)
 
     # -- auth ----------------------------------------------------------------------------
-    def _authenticate(self) -> str:
+    async def _authenticate(self) -> str:
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("a bearer access token is required")
-        return self.services.tokens.decode(token.strip(), ACCESS).user_id
+        user_id = self.services.tokens.decode(token.strip(), ACCESS).user_id
+        if not await self.services.known_users.exists(user_id):
+            raise InvalidToken("the account of this token does not exist")
+        return user_id
 
     @classmethod
     def allowed_methods(cls) -> list[str]:
         """The HTTP methods this handler implements (for ``Allow`` on a 405)."""
         base = tornado.web.RequestHandler
-        return [m.upper() for m in ("get", "post", "put", "patch", "delete")
-                if getattr(cls, m) is not getattr(base, m)]
+        methods = [m.upper() for m in ("get", "post", "put", "patch", "delete")
+                   if getattr(cls, m) is not getattr(base, m)]
+        return [*methods, "OPTIONS"]
 
     def compute_etag(self) -> None:
         """No ETags: answers are per-user and ``no-store``; hashing every body buys nothing."""
@@ -149,9 +223,14 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         if isinstance(value, StoreUnavailable | ActorError):
             log.warning("%s during %s %s: %s", type(value).__name__, self.request.method,
-                        self.request.path, value)
+                        redact(self.request.path), value)
             return
-        super().log_exception(typ, value, tb)
+        if isinstance(value, tornado.web.HTTPError):
+            log.warning("%d %s %s: %s", value.status_code, self.request.method,
+                        redact(self.request.uri or ""), value.log_message or "")
+            return
+        log.error("uncaught exception during %s %s", self.request.method,
+                  redact(self.request.uri or ""), exc_info=(typ, value, tb))  # type: ignore
 
 
 class NotFoundHandler(BaseHandler):
@@ -159,5 +238,9 @@ class NotFoundHandler(BaseHandler):
 
     requires_auth = False
 
-    def prepare(self) -> None:
+    async def check_request(self) -> None:
         raise NotFound("no such resource")
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        return []

@@ -4,7 +4,9 @@ emailed links open.
 The pages are static: a link carries its token in the URL fragment (``#token=…``), which
 browsers never send to a server, and a few lines of inline script (allowed by its hash in the
 Content-Security-Policy, nothing else is) post it to the JSON endpoints once the person confirms.
-Loading a page changes nothing, so link scanners that fetch it do no harm.
+Loading a page changes nothing, so link scanners that fetch it do no harm. The endpoints are
+rate-limited per client address and per account (``messenger.auth_limits``) after their field
+checks and before any database or bcrypt work.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class VerifyEmailHandler(BaseHandler):
 
 class ResendVerificationHandler(BaseHandler):
     async def post(self) -> None:
+        self.services.auth_limits.resend(self.client_address, self.user_id)
         try:
             user = await self.services.accounts.get_user(self.user_id)
         except UserNotFound:
@@ -51,6 +54,7 @@ class PasswordResetRequestHandler(BaseHandler):
 
     async def post(self) -> None:
         email = validation.email(self.json_body())
+        self.services.auth_limits.reset_request(self.client_address, email)
         self.services.email.request_password_reset(email)
         self.send_json({"status": "accepted"}, status=202)
 
@@ -62,6 +66,7 @@ class PasswordResetConfirmHandler(BaseHandler):
         body = self.json_body()
         token = _token(body)
         password = validation.password(body)
+        self.services.auth_limits.reset_confirm(self.client_address)
         await self.services.email.confirm_password_reset(token, password)
         self.send_json({"status": "password_changed"})
 

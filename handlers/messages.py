@@ -16,7 +16,8 @@ class MessagesHandler(BaseHandler):
             minimum=1,
             maximum=settings.page_size_max,
         )
-        before_id = self.get_query_argument("before_id", None)
+        # Not stripped: an id with junk around it is malformed, as in a path or a body.
+        before_id = self.get_query_argument("before_id", None, strip=False)
         messages, has_more = await self.services.chats.history(
             self.user_id, chat_id, before_id, limit
         )

@@ -3,8 +3,9 @@
 
 No bearer token: the token in the path is the credential (``messenger.storage.local``). A PUT
 is checked before its body is read — grant, ``Content-Length`` equal to the signed size,
-``Content-Type`` equal to the signed type — then streamed to a temporary file that becomes the
-object only once complete.
+``Content-Type`` equal to the signed type, and an upload still pending: completion ends the
+URL (403), since its bytes could reach nobody — then streamed to a temporary file that becomes
+the object only once complete (if the upload is still pending then).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class StorageHandler(BaseHandler):
             raise NotFound("no such resource")
         return storage
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         self._refuse_body()  # until a valid PUT grant says how many bytes to take
         storage = self._storage()
         method = self.request.method or ""
@@ -65,8 +66,16 @@ class StorageHandler(BaseHandler):
             raise UploadTypeMismatch(
                 f"Content-Type must be {grant.content_type!r}, the type declared for this upload"
             )
+        await self._check_upload_open(grant)
         self.request.connection.set_max_body_size(max(grant.size, 1))
         self._incoming = storage.open_incoming(grant.key)
+
+    async def _check_upload_open(self, grant: Grant) -> None:
+        if not await self.services.attachments.accepts_upload(grant.key):
+            raise InvalidSignature(
+                "this URL has expired: its upload is complete (start a new upload to send "
+                "other bytes)"
+            )
 
     def _refuse_body(self) -> None:
         """Answer without reading the body: the connection closes after the response."""
@@ -83,6 +92,11 @@ class StorageHandler(BaseHandler):
         if incoming.written != grant.size:  # cannot happen with a Content-Length; a guard
             incoming.abort()
             raise UploadSizeMismatch(f"the body must be {grant.size} bytes")
+        try:
+            await self._check_upload_open(grant)  # completed while the body arrived?
+        except BaseException:
+            incoming.abort()
+            raise
         await asyncio.to_thread(incoming.commit)
         self.send_json({"status": "stored"})
 

@@ -18,7 +18,6 @@ import socket
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import tornado.iostream
 import tornado.websocket
@@ -29,13 +28,16 @@ from messenger import events, protocol, validation
 from messenger.errors import (
     ApiError,
     InternalError,
+    InvalidToken,
     OriginNotAllowed,
     RateLimited,
     ServiceUnavailable,
+    TooManySessions,
     Unauthorized,
     UpgradeRequired,
 )
 from messenger.events import Event
+from messenger.origins import origin_allowed
 from messenger.ratelimit import TokenBucket
 from messenger.store import StoreUnavailable
 from messenger.tokens import ACCESS
@@ -65,6 +67,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._after: int | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._holds_quota = False
         settings = self.application.services.settings  # type: ignore[attr-defined]
         self._bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
 
@@ -73,7 +76,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         return self.application.services.realtime  # type: ignore[attr-defined, no-any-return]
 
     # -- handshake -------------------------------------------------------------------------
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         settings = self.application.services.settings  # type: ignore[attr-defined]
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             raise UpgradeRequired("this endpoint speaks WebSocket only (Upgrade: websocket)")
@@ -81,6 +84,10 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if not token:
             raise Unauthorized("a token query parameter with an access token is required")
         claims = self.application.services.tokens.decode(token, ACCESS)  # type: ignore
+        if not await self.application.services.known_users.exists(  # type: ignore
+            claims.user_id
+        ):
+            raise InvalidToken("the account of this token does not exist")
         self.user_id = claims.user_id
         self.token_expires_at = claims.expires_at.timestamp()
         origin = self.request.headers.get("Origin")
@@ -92,6 +99,22 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if raw is not None:
             self._after = validation.query_int(raw, "last_event_id", default=0, minimum=0,
                                                maximum=2**53)
+        quota = self.application.ws_sessions  # type: ignore[attr-defined]
+        if not quota.acquire(self.user_id):
+            raise TooManySessions(
+                f"this user already has {quota.per_user} WebSocket sessions open here;"
+                " close one first", limit=quota.per_user,
+            )
+        self._holds_quota = True
+
+    def _release_quota(self) -> None:
+        if self._holds_quota:
+            self._holds_quota = False
+            self.application.ws_sessions.release(self.user_id)  # type: ignore[attr-defined]
+
+    def on_finish(self) -> None:
+        if self.get_status() != 101:  # the handshake failed after prepare()
+            self._release_quota()
 
     def check_origin(self, origin: str) -> bool:
         return True  # checked in prepare(), where the refusal can be a JSON error
@@ -211,6 +234,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if self.closed:
             return
         self.closed = True
+        self._release_quota()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
         hub = self.hub
@@ -228,6 +252,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
                 message, max_bytes=settings.ws_max_frame_bytes,
                 max_text=settings.max_message_length,
                 max_attachments=settings.max_attachments_per_message,
+                max_depth=settings.json_max_depth,
             )
         except protocol.FrameError as exc:
             self.write_error_frame(exc.error, exc.ref)
@@ -278,11 +303,3 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 def unsent_bytes(stream: tornado.iostream.IOStream) -> int:
     """Bytes handed to the stream that the kernel has not taken yet."""
     return stream._total_write_index - stream._total_write_done_index  # type: ignore[attr-defined]
-
-
-def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
-    """Same host as the request, or listed in ``ALLOWED_ORIGINS`` (``*`` allows any)."""
-    normalized = origin.strip().rstrip("/").lower()
-    if "*" in allowed or normalized in allowed:
-        return True
-    return urlsplit(normalized).netloc == host.lower()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,12 +60,18 @@ class AccountService:
             raise InvalidCredentials("email or password is wrong")
         return await self._start_session(user, family_id=None)
 
-    async def refresh(self, refresh_token: str) -> Session:
+    async def refresh(
+        self, refresh_token: str, *, admit: Callable[[str], None] | None = None
+    ) -> Session:
         """Spend a refresh token and issue the next pair of its family.
 
         Presenting a spent token again revokes the whole family (RFC 9700 reuse detection).
+        ``admit(user_id)`` is called once the token's signature and claims are checked and
+        before the store is asked (the per-account rate limit; it raises to refuse).
         """
         claims = self._tokens.decode(refresh_token, REFRESH)
+        if admit is not None:
+            admit(claims.user_id)
         result = await self._store.spend_refresh_token(claims.jti)
         if result.outcome is RefreshSpend.REUSED:
             await self._store.revoke_token_family(claims.family_id or "")

@@ -109,9 +109,22 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "forbidden": (403, "Members may only remove themselves from a group."),
     "websocket_required": (400, "A plain HTTP request to /ws (no WebSocket upgrade)."),
     "unknown_type": (400, "A WebSocket frame with an unknown type."),
-    "origin_not_allowed": (403, "The Origin may not open a WebSocket here (ALLOWED_ORIGINS)."),
+    "origin_not_allowed": (
+        403,
+        "The Origin may not open a WebSocket here, or call the API (CORS preflight); see "
+        "ALLOWED_ORIGINS.",
+    ),
+    "too_many_sessions": (
+        429,
+        "The user already holds WS_MAX_SESSIONS_PER_USER WebSocket sessions on this process.",
+    ),
     "frame_too_large": (413, "A WebSocket frame over WS_MAX_FRAME_BYTES."),
-    "rate_limited": (429, "Too many WebSocket frames per second."),
+    "rate_limited": (
+        429,
+        "Too many requests to this auth endpoint from this client address or for this account "
+        "(the AUTH_LIMIT_* settings); `retry_after` says in how many seconds to try again (also "
+        "the Retry-After header). Over WebSocket: too many frames per second.",
+    ),
     "internal_error": (500, "A bug on the server; no details are given."),
     "service_unavailable": (503, "The database did not answer; retry later."),
 }
@@ -236,7 +249,7 @@ def _error_example(code: str, field: str = "body") -> dict[str, Any]:
     detail: dict[str, Any] = {"code": code, "message": ERROR_CODES[code][1]}
     if code in ("validation_error", "unknown_members"):
         detail["field"] = field
-    elif code == "resend_too_soon":
+    elif code in ("resend_too_soon", "rate_limited"):
         detail["retry_after"] = 42
     return {"error": detail}
 
@@ -268,6 +281,13 @@ def _error_responses(*codes: str, field: str = "body") -> dict[str, Any]:
                 "WWW-Authenticate": {
                     "description": "Always present on 401: `Bearer ...`.",
                     "schema": {"type": "string"},
+                }
+            }
+        if status == 429:
+            response["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before trying again (= `retry_after`).",
+                    "schema": {"type": "integer", "minimum": 1},
                 }
             }
         responses[str(status)] = response
@@ -304,6 +324,14 @@ def _operation(
     if parameters:
         op["parameters"] = parameters
     return op
+
+
+def _limits_note(*limits: tuple[str, tuple[int, float], str]) -> str:
+    """How an auth endpoint is rate-limited: (setting, its default, what it counts)."""
+    parts = [f"{count} {what} per {seconds:g} s ({name})"
+             for name, (count, seconds), what in limits]
+    return (" Rate-limited (429 `rate_limited` with Retry-After), checked after the field checks "
+            "and before any database or bcrypt work: at most " + "; ".join(parts) + ".")
 
 
 def _path_param(name: str, description: str) -> dict[str, Any]:
@@ -626,11 +654,18 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 {
                     "201": _ok("Account created.", _ref("TokenBody")),
                     **_error_responses(
-                        *_BODY_ERRORS, "email_taken", *_SERVER_ERRORS, field="email"
+                        *_BODY_ERRORS, "email_taken", "rate_limited", *_SERVER_ERRORS,
+                        field="email",
                     ),
                 },
                 auth=False,
-                description="The email is trimmed and lower-cased before it is stored.",
+                description="The email is trimmed and lower-cased before it is stored."
+                + _limits_note(
+                    ("AUTH_LIMIT_REGISTER_PER_IP", settings.auth_limit_register_per_ip,
+                     "registrations per client address"),
+                    ("AUTH_LIMIT_REGISTER_PER_EMAIL", settings.auth_limit_register_per_email,
+                     "per email"),
+                ),
                 request_body=_json_body(
                     _request_object(
                         {
@@ -662,7 +697,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 {
                     "200": _ok("Logged in.", _ref("TokenBody")),
                     **_error_responses(
-                        *_BODY_ERRORS, "invalid_credentials", *_SERVER_ERRORS, field="email"
+                        *_BODY_ERRORS, "invalid_credentials", "rate_limited", *_SERVER_ERRORS,
+                        field="email",
                     ),
                 },
                 auth=False,
@@ -675,6 +711,14 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         ["email", "password"],
                     ),
                     {"email": "ann@example.com", "password": "correct horse battery"},
+                ),
+                description="Unknown email and wrong password answer alike."
+                + _limits_note(
+                    ("AUTH_LIMIT_LOGIN_PER_IP", settings.auth_limit_login_per_ip,
+                     "attempts per client address"),
+                    ("AUTH_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
+                     settings.auth_limit_login_failures_per_account,
+                     "failed logins per email (successes are not counted)"),
                 ),
             )
         },
@@ -689,12 +733,19 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         *_BODY_ERRORS,
                         "invalid_token",
                         "refresh_token_reused",
+                        "rate_limited",
                         *_SERVER_ERRORS,
                         field="refresh_token",
                     ),
                 },
                 auth=False,
-                description="Each refresh token works once. Presenting a spent token again "
+                description=_limits_note(
+                    ("AUTH_LIMIT_REFRESH_PER_IP", settings.auth_limit_refresh_per_ip,
+                     "refreshes per client address"),
+                    ("AUTH_LIMIT_REFRESH_PER_ACCOUNT", settings.auth_limit_refresh_per_account,
+                     "per account"),
+                ).lstrip()
+                + " Each refresh token works once. Presenting a spent token again "
                 "answers 401 `refresh_token_reused` and revokes its whole family: the pair "
                 "issued from it stops refreshing (401 `invalid_token`).",
                 request_body=_json_body(

@@ -14,7 +14,7 @@ from messenger import api_spec as base
 _EXAMPLE_UPLOAD_ID = "6745a1f0c2b9e81d4a3f0e41"
 _EXAMPLE_EXPIRY = "2026-11-26T12:39:56.789Z"
 _S3_URL = (
-    "https://s3.example.com/messenger-attachments/attachments/6745a1f0c2b9e81d4a3f0e41"
+    "https://s3.example.com/messenger-attachments/uploads/6745a1f0c2b9e81d4a3f0e41"
     "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost"
 )
 
@@ -203,8 +203,10 @@ def attachment_paths(settings: Settings) -> dict[str, Any]:
                         "upload_type_mismatch", *server, storage,
                     ),
                 },
-                description="Checks the object's size, type and, for images and PDF, its "
-                "first bytes. A refused object is deleted. No body.",
+                description="Copies the uploaded object to a key no upload URL points at and "
+                "checks that copy's size, type and, for images and PDF, its first bytes; the "
+                "checked copy is what recipients download. A refused object is deleted. "
+                "No body.",
                 parameters=[upload_param],
             )
         },
@@ -255,12 +257,13 @@ def attachment_paths(settings: Settings) -> dict[str, Any]:
                     "200": base._ok("Stored.", base._ref("Stored")),
                     **base._error_responses(
                         "invalid_signature", "not_found", "upload_size_mismatch",
-                        "upload_type_mismatch", "internal_error",
+                        "upload_type_mismatch", *server,
                     ),
                 },
                 auth=False,
                 description="The URL of an UploadTicket when no S3 is configured. "
-                "Content-Length and Content-Type must be the declared ones.",
+                "Content-Length and Content-Type must be the declared ones. Once the upload "
+                "is complete the URL takes no more bytes (403 invalid_signature).",
                 parameters=[token_param],
                 request_body={
                     "required": True,

@@ -92,12 +92,18 @@ def email_paths(settings: Settings) -> dict[str, Any]:
                     "202": _status("A new verification email is queued.", "queued"),
                     **base._error_responses(
                         *base._AUTH_ERRORS, "email_already_verified", "resend_too_soon",
-                        *base._SERVER_ERRORS,
+                        "rate_limited", *base._SERVER_ERRORS,
                     ),
                 },
                 description="At most one verification email per account per "
                 "EMAIL_RESEND_INTERVAL_SECONDS (default "
-                f"{settings.email_resend_interval:g}); a 429 carries Retry-After.",
+                f"{settings.email_resend_interval:g}); a 429 carries Retry-After."
+                + base._limits_note(
+                    ("AUTH_LIMIT_RESEND_PER_IP", settings.auth_limit_resend_per_ip,
+                     "requests per client address"),
+                    ("AUTH_LIMIT_RESEND_PER_ACCOUNT", settings.auth_limit_resend_per_account,
+                     "per account"),
+                ),
             )
         },
         "/api/auth/password-reset/request": {
@@ -110,12 +116,18 @@ def email_paths(settings: Settings) -> dict[str, Any]:
                         "Always, whether or not an account has this email.", "accepted"
                     ),
                     **base._error_responses(
-                        *base._BODY_ERRORS, *base._SERVER_ERRORS, field="email"
+                        *base._BODY_ERRORS, "rate_limited", *base._SERVER_ERRORS, field="email"
                     ),
                 },
                 auth=False,
                 description="Answered before the account is looked up, so neither the answer "
-                "nor its timing tells whether the email has an account.",
+                "nor its timing tells whether the email has an account."
+                + base._limits_note(
+                    ("AUTH_LIMIT_RESET_PER_IP", settings.auth_limit_reset_per_ip,
+                     "requests per client address"),
+                    ("AUTH_LIMIT_RESET_PER_EMAIL", settings.auth_limit_reset_per_email,
+                     "per email, whether or not an account has it"),
+                ),
                 request_body=base._json_body(
                     base._request_object({"email": base._email()}, ["email"]),
                     {"email": "ann@example.com"},
@@ -134,14 +146,18 @@ def email_paths(settings: Settings) -> dict[str, Any]:
                         "password_changed",
                     ),
                     **base._error_responses(
-                        "invalid_email_token", *base._BODY_ERRORS, *base._SERVER_ERRORS,
-                        field="password",
+                        "invalid_email_token", *base._BODY_ERRORS, "rate_limited",
+                        *base._SERVER_ERRORS, field="password",
                     ),
                 },
                 auth=False,
                 description="The token works once, until PASSWORD_RESET_TOKEN_TTL_SECONDS "
                 f"(default {settings.password_reset_token_ttl}) after it was sent. The email "
-                "counts as verified afterwards.",
+                "counts as verified afterwards."
+                + base._limits_note(
+                    ("AUTH_LIMIT_RESET_CONFIRM_PER_IP", settings.auth_limit_reset_confirm_per_ip,
+                     "attempts per client address"),
+                ),
                 request_body=base._json_body(
                     base._request_object(
                         {"token": _token(), "password": password}, ["token", "password"]

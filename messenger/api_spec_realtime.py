@@ -69,12 +69,14 @@ def realtime_paths(settings: Settings) -> dict[str, Any]:
                     "101": {"description": "Switching Protocols: the session is open."},
                     **base._error_responses(
                         "websocket_required", *base._AUTH_ERRORS, "origin_not_allowed",
-                        "validation_error", *base._SERVER_ERRORS, field="last_event_id",
+                        "validation_error", "too_many_sessions", *base._SERVER_ERRORS,
+                        field="last_event_id",
                     ),
                 },
                 auth=False,
                 description="Checks, in order: a WebSocket upgrade (400), the access token "
-                "in `token` (401), the `Origin` (403), `last_event_id` (422).",
+                "in `token` (401), the `Origin` (403), `last_event_id` (422), the user's "
+                "session count (429).",
                 parameters=[
                     {
                         "name": "token",

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import re
 import signal
 
-import tornado.httpserver
+import tornado.netutil
 import tornado.web
 
 from config import Settings
@@ -16,12 +15,15 @@ from handlers.base import NotFoundHandler
 from handlers.routes import url_specs
 from handlers.ws import HARD_FRAME_FACTOR
 from messenger.client_address import TrustedProxies
+from messenger.connection_limits import ConnectionLimiter
+from messenger.http_server import LimitedHTTPServer
+from messenger.redaction import redact
 from messenger.services import Services
+from messenger.session_quota import SessionQuota
 
 log = logging.getLogger("messenger")
 access_log = logging.getLogger("messenger.access")
 
-_SECRET_QUERY = re.compile(r"((?:^|&)(?:token|access_token|refresh_token)=)[^&]*")
 SHUTDOWN_GRACE_SECONDS = 5.0
 BODY_CEILING_BYTES = 64 * 1024 * 1024
 
@@ -41,12 +43,7 @@ class MessengerApp(tornado.web.Application):
         )
         self.services = services
         self.trusted_proxies = TrustedProxies(services.settings.trusted_proxies)
-
-
-def redact(uri: str) -> str:
-    """Drop token values from a request URI before it reaches a log."""
-    path, sep, query = uri.partition("?")
-    return path + sep + _SECRET_QUERY.sub(r"\1[redacted]", query) if sep else path
+        self.ws_sessions = SessionQuota(services.settings.ws_max_sessions_per_user)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -80,11 +77,17 @@ async def serve(settings: Settings) -> None:
     app = MessengerApp(services)
     # Handlers enforce MAX_BODY_BYTES with a JSON 413 (by Content-Length before reading, or as
     # chunks arrive). This ceiling only bounds what Tornado reads of one chunk before that check.
-    server = tornado.httpserver.HTTPServer(
-        app, max_body_size=BODY_CEILING_BYTES, idle_connection_timeout=60
+    server = LimitedHTTPServer(
+        app,
+        limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),
+        trusted_proxies=app.trusted_proxies,
+        header_timeout=settings.http_header_timeout,
+        limit_log_interval=settings.limit_log_interval,
+        max_body_size=BODY_CEILING_BYTES,
     )
-    server.listen(settings.port, settings.host)
-    port = next(iter(server._sockets.values())).getsockname()[1]
+    sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
     log.info("messenger listening on http://%s:%d; %s; ENV=%s",
              settings.host, port, describe_store(settings), settings.env)
 
@@ -96,6 +99,7 @@ async def serve(settings: Settings) -> None:
 
     log.info("shutting down")
     server.stop()
+    server.stop_summaries()
     try:
         await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
     except TimeoutError:

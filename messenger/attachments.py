@@ -5,10 +5,15 @@ The bytes never pass through here: clients PUT them with a signed request the st
 and GET them through a short-lived signed URL. This service decides who may do what:
 
 * ``create_upload`` checks the declared type and size against the settings and records a
-  pending upload owned by the caller, with a server-made object key.
-* ``complete`` checks what arrived — the object exists, has the declared size and type, and for
-  images and PDF starts with that format's signature — then marks the upload ready. A refused
-  object is deleted.
+  pending upload owned by the caller; its upload URL writes to ``uploads/<upload id>``.
+* ``complete`` copies what arrived to a key of its own, ``attachments/<upload id>-<nonce>``,
+  that no upload URL ever points at, and checks that copy — it exists, has the declared size
+  and type, and for images and PDF starts with that format's signature. Only a checked copy is
+  marked ready (the first completion to finish wins; a concurrent one drops its copy), and
+  downloads are served from it: bytes PUT to the upload URL afterwards (it may still be valid)
+  reach nobody. A refused object is deleted, copy and upload both. Uploads completed before
+  this scheme kept their bytes at ``attachments/<upload id>``, the key their record names, and
+  are served from there.
 * ``claim`` is the one check a send makes (``ChatService.send``, the chat actor): each id is a
   ready, unexpired upload of the sender's that no other message carries; it returns the
   ``Attachment`` records the message will carry. It reserves nothing: the store marks uploads
@@ -18,12 +23,14 @@ and GET them through a short-lived signed URL. This service decides who may do w
   (membership as it is now); everyone else gets 404, as for an unknown id.
 * ``clean_orphans`` deletes uploads never attached within ``UPLOAD_ORPHAN_AGE_SECONDS`` (plus a
   grace period, so a send that passed ``claim`` just before the deadline is never undercut):
-  the object first, then the record, so a failure leaves a record to retry from.
+  the objects first (the checked copy and whatever is at the upload key), then the record, so a
+  failure leaves a record to retry from.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -33,6 +40,7 @@ from messenger.errors import (
     AttachmentNotFound,
     AttachmentNotReady,
     ContentTypeNotAllowed,
+    InvalidToken,
     StorageUnavailable,
     UnknownAttachments,
     UploadMissing,
@@ -43,13 +51,18 @@ from messenger.errors import (
     ValidationFailed,
 )
 from messenger.ids import is_valid_id, new_id
+from messenger.known_users import KnownUsers
 from messenger.models import Attachment, Upload, UploadStatus
 from messenger.storage import ObjectStorage, SignedRequest, StorageError
 from messenger.store import Store
 
 log = logging.getLogger("messenger.attachments")
 
-KEY_PREFIX = "attachments/"
+#: Where upload URLs write: ``uploads/<upload id>``.
+UPLOAD_PREFIX = "uploads/"
+#: Where checked copies live: ``attachments/<upload id>-<nonce>`` (before the copies,
+#: ``attachments/<upload id>`` was both).
+ATTACHMENT_PREFIX = "attachments/"
 #: Uploads are deleted this long after they stopped being attachable.
 CLEANUP_GRACE = timedelta(minutes=5)
 CLEANUP_BATCH = 200
@@ -78,6 +91,16 @@ def normalise_type(value: str) -> str:
     return value.split(";", 1)[0].strip().lower()
 
 
+def upload_key(upload_id: str) -> str:
+    """The key the upload URL of ``upload_id`` writes to."""
+    return UPLOAD_PREFIX + upload_id
+
+
+def checked_key(upload_id: str) -> str:
+    """A new key for the copy one completion checks; no upload URL ever points at it."""
+    return f"{ATTACHMENT_PREFIX}{upload_id}-{secrets.token_hex(8)}"
+
+
 class AttachmentService:
     def __init__(
         self,
@@ -90,8 +113,10 @@ class AttachmentService:
         orphan_age: int,
         max_per_message: int,
         clock: Callable[[], datetime] = utcnow,
+        known_users: KnownUsers | None = None,
     ) -> None:
         self._store = store
+        self._known_users = known_users
         self.storage = storage
         self.max_bytes = max_bytes
         self.allowed_types = tuple(allowed_types)
@@ -112,11 +137,13 @@ class AttachmentService:
             )
         if size > self.max_bytes:
             raise UploadTooLarge(f"size must be at most {self.max_bytes} bytes", field="size")
+        if self._known_users is not None and not await self._known_users.exists(owner_id):
+            raise InvalidToken("the account of this token does not exist")
         upload_id = new_id()
         upload = Upload(
             upload_id,
             owner_id,
-            KEY_PREFIX + upload_id,
+            upload_key(upload_id),
             filename,
             declared,
             size,
@@ -135,12 +162,37 @@ class AttachmentService:
         upload = await self._own_upload(owner_id, upload_id)
         if upload.status is UploadStatus.READY:
             return upload
-        key = upload.object_key
+        # What is checked is a copy no upload URL can reach, and that copy is what recipients
+        # download: a PUT after the check cannot change it.
+        key = checked_key(upload.id)
+        if not await self._storage(self.storage.copy(upload.object_key, key)):
+            raise UploadMissing("nothing has been uploaded yet: PUT the file to upload_request")
+        try:
+            await self._check(upload, key)
+            ready = await self._store.mark_upload_ready(upload.id, key)
+        except (UploadSizeMismatch, UploadTypeMismatch):
+            await self._discard(key)
+            await self._discard(upload.object_key)  # refused: the client uploads it again
+            raise
+        except Exception:
+            await self._discard(key)
+            raise
+        if ready is None or ready.object_key != key:
+            # Cleaned up meanwhile, or a concurrent completion was marked first (its copy
+            # stands and it deletes the upload): this copy is not needed.
+            await self._discard(key)
+            if ready is None:
+                raise UploadNotFound("upload not found")
+            return ready
+        await self._discard(upload.object_key)  # checked and copied: the upload is done with
+        return ready
+
+    async def _check(self, upload: Upload, key: str) -> None:
+        """Raise unless the object at ``key`` has the size and type ``upload`` declares."""
         info = await self._storage(self.storage.head(key))
-        if info is None:
+        if info is None:  # gone between the copy and now
             raise UploadMissing("nothing has been uploaded yet: PUT the file to upload_request")
         if info.size != upload.size:
-            await self._discard(key)
             raise UploadSizeMismatch(
                 f"the uploaded file has {info.size} bytes, not the declared {upload.size}; "
                 "upload it again"
@@ -148,7 +200,6 @@ class AttachmentService:
         if info.content_type is not None and normalise_type(info.content_type) != (
             upload.content_type
         ):
-            await self._discard(key)
             raise UploadTypeMismatch(
                 f"the file was uploaded as {normalise_type(info.content_type)!r}, not the "
                 f"declared {upload.content_type!r}; upload it again"
@@ -156,14 +207,19 @@ class AttachmentService:
         if upload.content_type in _SIGNATURES:
             head = await self._storage(self.storage.read_start(key, SIGNATURE_BYTES))
             if not signature_matches(upload.content_type, head):
-                await self._discard(key)
                 raise UploadTypeMismatch(
                     f"the file's content is not {upload.content_type}; upload a real one"
                 )
-        ready = await self._store.mark_upload_ready(upload.id)
-        if ready is None:  # cleaned up meanwhile
-            raise UploadNotFound("upload not found")
-        return ready
+
+    async def accepts_upload(self, key: str) -> bool:
+        """Whether bytes written to ``key`` (an upload URL's) can still become an attachment:
+        only while it is the key of a pending upload. Once the upload is complete, what is at
+        its upload key reaches nobody."""
+        upload_id = key.rsplit("/", 1)[-1]
+        found = await self._store.get_uploads([upload_id]) if is_valid_id(upload_id) else []
+        return bool(found) and found[0].status is UploadStatus.PENDING and (
+            found[0].object_key == key
+        )
 
     async def _own_upload(self, owner_id: str, upload_id: str) -> Upload:
         found = await self._store.get_uploads([upload_id]) if is_valid_id(upload_id) else []
@@ -283,7 +339,9 @@ class AttachmentService:
             batch = await self._store.list_unattached_uploads(cutoff, CLEANUP_BATCH)
             progress = 0
             for upload in batch:
-                await self.storage.delete(upload.object_key)
+                # Its bytes, and whatever a late PUT left at its upload key once it was ready.
+                for key in dict.fromkeys((upload.object_key, upload_key(upload.id))):
+                    await self.storage.delete(key)
                 if await self._store.delete_upload(upload.id):
                     progress += 1
             deleted += progress

@@ -232,3 +232,33 @@ class ResendTooSoon(RateLimited):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+class TooManyAttempts(RateLimited):
+    """An auth endpoint over one of its ``AUTH_LIMIT_*`` limits (code ``rate_limited``, with
+    ``retry_after`` seconds in the body and a ``Retry-After`` header)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+# -- connections (API_CONTRACT.md §11) ---------------------------------------------------------
+class ServerBusy(ServiceUnavailable):
+    """This process holds ``MAX_CONNECTIONS`` connections; a new one is refused."""
+
+    code = "server_busy"
+
+
+class TooManyConnections(ApiError):
+    """The client's address holds ``MAX_CONNECTIONS_PER_IP`` connections to this process."""
+
+    status = 429
+    code = "too_many_connections"
+
+
+class TooManySessions(ApiError):
+    """The user holds ``WS_MAX_SESSIONS_PER_USER`` WebSocket sessions on this process."""
+
+    status = 429
+    code = "too_many_sessions"

@@ -6,7 +6,8 @@ import re
 
 from bson import ObjectId
 
-_OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
+#: The whole string must match (``fullmatch``): ``$`` alone would also accept a final newline.
+_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 
 
 def new_id() -> str:
@@ -14,7 +15,7 @@ def new_id() -> str:
 
 
 def is_valid_id(value: object) -> bool:
-    return isinstance(value, str) and _OBJECT_ID.match(value) is not None
+    return isinstance(value, str) and _OBJECT_ID.fullmatch(value) is not None
 
 
 def direct_key(user_a: str, user_b: str) -> str:

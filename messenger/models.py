@@ -182,7 +182,9 @@ class Upload:
     """A file a user uploads to object storage, later attached to messages by its ``id``.
 
     ``attached`` turns true when a message carrying it is stored; attached uploads are never
-    cleaned up. ``object_key`` is the storage key; clients never see it.
+    cleaned up. ``object_key`` is where its bytes are: while pending, the key its upload URL
+    writes to; once ready, the copy completion checked, which no upload URL points at. Clients
+    never see it.
     """
 
     id: str

@@ -4,7 +4,9 @@
 ``ApiError`` (``malformed_json``, ``validation_error``, ``unknown_type``, ``frame_too_large``)
 carrying the ``ref`` the error frame should echo: the frame's ``client_msg_id`` for a send,
 otherwise its optional ``"ref"`` string. The same field rules as the REST API apply
-(``messenger.validation``), so a WebSocket send and a REST send accept exactly the same input.
+(``messenger.validation``), so a WebSocket send and a REST send accept exactly the same input,
+nesting depth (``max_depth``, the ``JSON_MAX_DEPTH`` setting) included: a frame nested deeper is
+a ``validation_error`` (``field: "frame"``), and the socket stays open.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class FrameError(Exception):
 
 
 def parse_client_frame(
-    data: str | bytes, *, max_bytes: int, max_text: int, max_attachments: int = 10
+    data: str | bytes, *, max_bytes: int, max_text: int, max_attachments: int = 10,
+    max_depth: int = validation.JSON_MAX_DEPTH,
 ) -> ClientFrame:
     size = len(data.encode() if isinstance(data, str) else data)
     if size > max_bytes:
@@ -69,13 +72,14 @@ def parse_client_frame(
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError:
+        if validation.nesting_exceeds(data, max_depth):
+            raise FrameError(validation.too_deep("frame", max_depth), None) from None
         raise FrameError(MalformedJson("frame is not valid JSON"), None) from None
-    if not isinstance(body, dict):
-        raise FrameError(
-            validation.ValidationFailed("frame", "frame must be a JSON object"), None
-        )
-    ref = _ref(body)
+    ref = _ref(body) if isinstance(body, dict) else None
     try:
+        validation.check_structure(body, max_depth=max_depth, field="frame")
+        if not isinstance(body, dict):
+            raise validation.ValidationFailed("frame", "frame must be a JSON object")
         return _command(body, ref, max_text, max_attachments)
     except ApiError as error:
         raise FrameError(error, ref) from None
@@ -92,7 +96,6 @@ def _ref(body: dict[str, Any]) -> str | None:
 def _command(
     body: dict[str, Any], ref: str | None, max_text: int, max_attachments: int
 ) -> ClientFrame:
-    validation.refuse_operators(body)
     kind = body.get("type")
     if not isinstance(kind, str):
         raise validation.ValidationFailed("type", "type is required and must be a string")

@@ -10,7 +10,9 @@ from actors.uploads import UploadCleaner
 from config import Settings
 from messenger.accounts import AccountService
 from messenger.attachments import AttachmentService
+from messenger.auth_limits import AuthLimits
 from messenger.chats import ChatService
+from messenger.known_users import KnownUsers
 from messenger.mail.service import EmailService
 from messenger.passwords import PasswordHasher
 from messenger.storage import ObjectStorage, open_storage
@@ -27,6 +29,8 @@ class Services:
     chats: ChatService
     storage: ObjectStorage
     attachments: AttachmentService
+    known_users: KnownUsers
+    auth_limits: AuthLimits
     realtime: RealtimeHub = field(init=False)
     upload_cleaner: UploadCleaner | None = field(default=None, init=False)
     email: EmailService = field(init=False)
@@ -50,6 +54,7 @@ class Services:
         )
         hasher = PasswordHasher(settings.bcrypt_rounds)
         storage = open_storage(settings)
+        known_users = KnownUsers(store)
         attachments = AttachmentService(
             store,
             storage,
@@ -58,6 +63,7 @@ class Services:
             url_ttl=settings.upload_url_ttl,
             orphan_age=settings.upload_orphan_age,
             max_per_message=settings.max_attachments_per_message,
+            known_users=known_users,
         )
         return cls(
             settings=settings,
@@ -72,6 +78,8 @@ class Services:
             ),
             storage=storage,
             attachments=attachments,
+            known_users=known_users,
+            auth_limits=AuthLimits(settings),
         )
 
     async def start(self) -> None:

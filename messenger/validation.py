@@ -3,6 +3,12 @@
 Every field used in a query must be a plain string or int here, so a JSON body such as
 ``{"email": {"$ne": null}}`` can never reach a store filter; ``$``-prefixed keys are refused
 outright. Failures raise ``ValidationFailed`` naming the field.
+
+Nesting is bounded (``JSON_MAX_DEPTH``, default 32; the top-level object is level 1): a deeper
+document is refused with ``validation_error`` (``field: "body"``) whether or not it parses —
+orjson itself stops at 1,024 levels, and nothing here recurses over a client's value, so no
+depth reaches Python's recursion limit. The walk over a parsed value is iterative; a document
+orjson refused is scanned (linearly, strings skipped) to tell "too deep" from "not JSON".
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import orjson
 from messenger.errors import MalformedJson, ValidationFailed
 from messenger.ids import is_valid_id
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+# Matched with fullmatch: ``$`` would also accept a final newline.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 EMAIL_MAX = 254
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt's limit
@@ -25,32 +32,78 @@ TITLE_MAX = 100
 CLIENT_MSG_ID_MAX = 128
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """Decode a request body that must be a JSON object without ``$``-prefixed keys."""
+#: The default of the ``JSON_MAX_DEPTH`` setting (``settings.json_max_depth``).
+JSON_MAX_DEPTH = 32
+
+
+def parse_json_object(raw: bytes, *, max_depth: int = JSON_MAX_DEPTH) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object at most ``max_depth`` levels deep,
+    without ``$``-prefixed keys."""
     try:
         value = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
+        if nesting_exceeds(raw, max_depth):
+            raise too_deep("body", max_depth) from None
         raise MalformedJson("request body is not valid JSON") from None
+    check_structure(value, max_depth=max_depth)
     if not isinstance(value, dict):
         raise ValidationFailed("body", "request body must be a JSON object")
-    _refuse_operators(value, "")
     return value
 
 
-def refuse_operators(value: dict[str, Any]) -> None:
-    """Raise ``ValidationFailed`` if any key, at any depth, starts with ``$``."""
-    _refuse_operators(value, "")
+def too_deep(field: str, max_depth: int) -> ValidationFailed:
+    return ValidationFailed(field, f"JSON is nested deeper than {max_depth} levels")
 
 
-def _refuse_operators(value: Any, path: str) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
+def check_structure(value: Any, *, max_depth: int = JSON_MAX_DEPTH, field: str = "body") -> None:
+    """Raise ``ValidationFailed`` if ``value`` nests deeper than ``max_depth`` (naming
+    ``field``) or if any key, at any depth, starts with ``$`` (naming its dotted path).
+    Iterative, so any depth is safe; the first problem in document order is reported."""
+    # (path of the key, key or None in a list, value, depth of the value if a container)
+    stack: list[tuple[str, str | None, Any, int]] = [("", None, value, 1)]
+    while stack:
+        path, key, item, depth = stack.pop()
+        if key is not None:
             if key.startswith("$"):
                 raise ValidationFailed(path + key, "keys starting with '$' are not allowed")
-            _refuse_operators(item, f"{path}{key}.")
-    elif isinstance(value, list):
-        for item in value:
-            _refuse_operators(item, path)
+            path = f"{path}{key}."
+        if not isinstance(item, dict | list):
+            continue
+        if depth > max_depth:
+            raise too_deep(field, max_depth)
+        if isinstance(item, dict):
+            stack.extend((path, k, child, depth + 1) for k, child in reversed(item.items()))
+        else:
+            stack.extend((path, None, child, depth + 1) for child in reversed(item)
+                         if isinstance(child, dict | list))
+
+
+_BRACKET_OR_QUOTE = re.compile(rb'[][{}"]')
+_STRING_REST = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)  # after a quote
+
+
+def nesting_exceeds(raw: bytes | str, max_depth: int) -> bool:
+    """Whether a (possibly invalid) JSON text opens more than ``max_depth`` arrays/objects
+    at once, brackets inside strings aside. Linear in ``len(raw)``; stops at the first level
+    past the limit, and at an unterminated string (the rest of the text is inside it)."""
+    data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
+    depth = 0
+    position = 0
+    while (found := _BRACKET_OR_QUOTE.search(data, position)) is not None:
+        char = data[found.start()]
+        position = found.end()
+        if char == 0x22:  # '"'
+            string_end = _STRING_REST.match(data, position)
+            if string_end is None:
+                return False
+            position = string_end.end()
+        elif char in (0x5B, 0x7B):  # '[' '{'
+            depth += 1
+            if depth > max_depth:
+                return True
+        else:
+            depth = max(depth - 1, 0)
+    return False
 
 
 def _has_control_chars(text: str) -> bool:
@@ -100,7 +153,7 @@ def email(body: dict[str, Any]) -> str:
     """A normalised (trimmed, lower-case) email address."""
     value = string(body, "email", max_len=EMAIL_MAX, strip=True)
     assert value is not None
-    if not _EMAIL.match(value):
+    if not _EMAIL.fullmatch(value):
         raise ValidationFailed("email", "email is not a valid address")
     return value.lower()
 

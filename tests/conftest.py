@@ -7,9 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from config.settings import UNLIMITED_AUTH
 from tests.support.processes import MessengerServer, MongoecoServer
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+#: The suite registers and logs in hundreds of users from 127.0.0.1, so servers under test get
+#: auth rate limits far above that; tests/test_api_auth_limits.py runs its own with low ones.
+RELAXED_AUTH_LIMITS = dict(UNLIMITED_AUTH)
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +36,7 @@ def server_env(backend: str, request: pytest.FixtureRequest, tmp_dir: str) -> di
         "BCRYPT_ROUNDS": "4",
         "LOG_LEVEL": "WARNING",
         "MESSENGER_DATA_DIR": tmp_dir,
+        **RELAXED_AUTH_LIMITS,
     }
     if backend == "mongo":
         mongo: MongoecoServer = request.getfixturevalue("mongoeco")

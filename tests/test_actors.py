@@ -70,6 +70,80 @@ async def test_too_many_failures_stop_the_actor_and_fail_queued_asks() -> None:
         actor.tell("late")
 
 
+class NotAllowed(Exception):
+    """An expected "no" for the asker (stands for the application's typed client errors)."""
+
+
+class Gatekeeper(Recorder):
+    """Keeps state that a restart would lose; refuses ``"no"``, fails on ``"boom"``."""
+
+    refusals = (NotAllowed,)
+    max_restarts = 2
+    batch_types = (int,)
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        self.state: list[Any] = []
+
+    async def receive(self, message: Any) -> Any:
+        if message == "no":
+            raise NotAllowed("not for you")
+        if message == "keep":
+            self.state.append(message)
+        return await super().receive(message)
+
+    async def receive_batch(self, messages: list[Any]) -> list[Any]:
+        if messages[0] < 0:
+            raise NotAllowed("no batch for you")
+        return [m * 10 for m in messages]
+
+
+async def test_a_refusal_is_an_answer_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    actor = Gatekeeper("gatekeeper").start()
+    assert await actor.ask("keep") == "got keep"
+    with caplog.at_level(logging.DEBUG, "messenger.actors"):
+        for _ in range(3 * actor.max_restarts + 5):  # far more than max_restarts
+            with pytest.raises(NotAllowed, match="not for you"):
+                await actor.ask("no")
+            with pytest.raises(NotAllowed, match="no batch"):
+                await actor.ask(-1)
+    assert caplog.records == []  # no traceback, no "failed", no "stopping it"
+    assert actor.alive and (actor.starts, actor.stops) == (1, 0)  # never restarted
+    assert actor.state == ["keep"]  # state kept
+    assert await actor.ask(2) == 20
+    # a real fault still counts: restarted, state lost, logged
+    with caplog.at_level(logging.ERROR, "messenger.actors"), pytest.raises(ValueError):
+        await actor.ask("boom")
+    assert "gatekeeper failed" in caplog.text
+    assert (actor.starts, actor.stops, actor.state) == (2, 1, [])
+    await actor.stop()
+
+
+async def test_refusals_do_not_count_toward_max_restarts() -> None:
+    actor = Gatekeeper("gatekeeper").start()  # max_restarts = 2
+    for _ in range(actor.max_restarts):
+        with pytest.raises(ValueError):
+            await actor.ask("boom")
+        for _ in range(10):
+            with pytest.raises(NotAllowed):
+                await actor.ask("no")
+    assert actor.alive
+    with pytest.raises(ValueError):
+        await actor.ask("boom")  # the third fault within the window stops it
+    await actor.wait_stopped()
+    assert not actor.alive
+
+
+async def test_without_refusals_every_exception_is_a_fault() -> None:
+    actor = Recorder()
+    assert actor.refusals == ()
+    actor.start()
+    with pytest.raises(ValueError):
+        await actor.ask("boom")
+    assert (actor.starts, actor.stops) == (2, 1)
+    await actor.stop()
+
+
 async def test_ask_times_out_and_the_late_reply_is_dropped() -> None:
     actor = Recorder().start()
     with pytest.raises(AskTimeout):

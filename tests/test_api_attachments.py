@@ -144,6 +144,36 @@ def object_exists(s3: Any, bucket: str, key: str) -> bool:
         return False
 
 
+def checked_copies(s3: Any, bucket: str, upload_id: str) -> list[str]:
+    """The keys of the copies completion made of an upload (``attachments/<id>-<nonce>``)."""
+    found = s3.list_objects_v2(Bucket=bucket, Prefix=f"attachments/{upload_id}")
+    return [item["Key"] for item in found.get("Contents", [])]
+
+
+async def swap_after_attaching(api: Api) -> tuple[dict[str, Any], HTTPResponse]:
+    """Upload a PNG, complete it, post it — then PUT other bytes of the same length to the
+    same, still valid, upload URL. Whatever that PUT answers, the other member downloads the
+    bytes completion checked. Returns the ticket and the answer to the second PUT."""
+    ann, bob, _eve, chat_id = await trio(api)
+    ticket = await start_upload(api, ann, len(PNG))
+    assert (await put(ticket, PNG)).code == 200
+    assert (await complete(api, ann, ticket["id"])).json["status"] == "ready"
+    sent = await send(api, ann, chat_id, {"attachment_ids": [ticket["id"]]})
+    assert sent.status == 201, sent.body
+    assert len(NOT_PNG) == len(PNG)
+    swap = await put(ticket, NOT_PNG)
+    again = await complete(api, ann, ticket["id"])  # completing again checks nothing new
+    assert again.status == 200 and again.json["status"] == "ready", again.body
+    for who in (bob, ann):
+        redirect = await download_url(api, who, ticket["id"])
+        assert redirect.status == 302, redirect.body
+        fetched = await raw("GET", redirect.header("Location"))
+        assert fetched.code == 200, fetched.body
+        assert fetched.headers["Content-Type"] == "image/png"
+        assert fetched.body == PNG
+    return ticket, swap
+
+
 async def full_flow(api: Api) -> tuple[dict[str, Any], HTTPResponse, dict[str, Any]]:
     """Upload, complete, attach, and fetch through the 302 as the other member.
 
@@ -200,11 +230,27 @@ async def test_s3_upload_attach_and_download(s3_server: Any, s3: Any) -> None:
     ticket, _fetched, _message = await full_flow(api)
     url = urlsplit(ticket["upload_request"]["url"])
     assert f"{url.scheme}://{url.netloc}" == s3.meta.endpoint_url
-    assert url.path == f"/{s3_server.bucket}/attachments/{ticket['id']}"
+    assert url.path == f"/{s3_server.bucket}/uploads/{ticket['id']}"
     # Type and length are signed: a real S3 refuses any other with 403.
     signed = parse_qs(url.query)["X-Amz-SignedHeaders"][0].split(";")
     assert {"content-length", "content-type", "host"} <= set(signed)
-    assert object_exists(s3, s3_server.bucket, f"attachments/{ticket['id']}")
+    # Completion copied the upload to a key of its own and dropped the upload's.
+    [copy] = checked_copies(s3, s3_server.bucket, ticket["id"])
+    assert copy.startswith(f"attachments/{ticket['id']}-")
+    assert s3.get_object(Bucket=s3_server.bucket, Key=copy)["Body"].read() == PNG
+    assert not object_exists(s3, s3_server.bucket, f"uploads/{ticket['id']}")
+
+
+async def test_s3_bytes_put_after_completion_are_not_downloaded(s3_server: Any, s3: Any) -> None:
+    api = Api(s3_server.base_url)
+    ticket, swap = await swap_after_attaching(api)
+    # S3 cannot tell that the upload is complete: the PUT is stored, at the upload's key,
+    # which nothing downloads from.
+    assert swap.code == 200, swap.body
+    bucket = s3_server.bucket
+    assert s3.get_object(Bucket=bucket, Key=f"uploads/{ticket['id']}")["Body"].read() == NOT_PNG
+    [copy] = checked_copies(s3, bucket, ticket["id"])
+    assert s3.get_object(Bucket=bucket, Key=copy)["Body"].read() == PNG
 
 
 async def test_s3_bucket_was_created_at_start(s3_server: Any, s3: Any) -> None:
@@ -218,7 +264,8 @@ async def test_s3_wrong_size_is_refused_and_the_object_deleted(s3_server: Any, s
     assert (await put(ticket, PNG + b"extra")).code == 200  # moto does not check signatures
     error = expect_error(await complete(api, ann, ticket["id"]), 422, "upload_size_mismatch")
     assert str(len(PNG)) in error["message"]
-    assert not object_exists(s3, s3_server.bucket, f"attachments/{ticket['id']}")
+    assert not object_exists(s3, s3_server.bucket, f"uploads/{ticket['id']}")
+    assert checked_copies(s3, s3_server.bucket, ticket["id"]) == []
     # The same ticket still works for a correct upload.
     assert (await put(ticket, PNG)).code == 200
     assert (await complete(api, ann, ticket["id"])).json["status"] == "ready"
@@ -232,7 +279,8 @@ async def test_s3_wrong_type_is_refused(s3_server: Any, s3: Any) -> None:
     assert (await put(ticket, NOT_PNG)).code == 200
     error = expect_error(await complete(api, ann, ticket["id"]), 422, "upload_type_mismatch")
     assert "image/png" in error["message"]
-    assert not object_exists(s3, s3_server.bucket, f"attachments/{ticket['id']}")
+    assert not object_exists(s3, s3_server.bucket, f"uploads/{ticket['id']}")
+    assert checked_copies(s3, s3_server.bucket, ticket["id"]) == []
     # A real PNG stored under another Content-Type than the declared one.
     ticket = await start_upload(api, ann, len(PNG))
     assert (await put(ticket, PNG, content_type="text/plain")).code == 200
@@ -348,6 +396,14 @@ async def test_local_upload_attach_and_download(server: Any) -> None:
     assert fetched.headers["Content-Length"] == str(len(PNG))
 
 
+async def test_local_bytes_put_after_completion_are_refused(server: Any) -> None:
+    api = Api(server.base_url)
+    _ticket, swap = await swap_after_attaching(api)
+    # Local storage knows the upload is complete: completion ended its URL.
+    error = expect_error(as_response(swap), 403, "invalid_signature")
+    assert "complete" in error["message"]
+
+
 async def test_local_wrong_type_and_size(server: Any) -> None:
     api = Api(server.base_url)
     ann = await api.register()
@@ -412,6 +468,13 @@ async def test_s3_storage_adapter(moto: MotoServer, s3: Any) -> None:
         assert await storage.read_start("attachments/a", 8) == PNG[:8]
         s3.put_object(Bucket=bucket, Key="attachments/empty", Body=b"")
         assert await storage.read_start("attachments/empty", 8) == b""
+        # A server-side copy keeps the type and does not follow later writes to its source.
+        assert not await storage.copy("uploads/none", "attachments/none")
+        assert await storage.copy("attachments/a", "attachments/a-copy")
+        s3.put_object(Bucket=bucket, Key="attachments/a", Body=b"other", ContentType="text/plain")
+        copied = await storage.head("attachments/a-copy")
+        assert copied is not None and (copied.size, copied.content_type) == (len(PNG), "image/png")
+        assert await storage.read_start("attachments/a-copy", len(PNG)) == PNG
         await storage.delete("attachments/a")
         await storage.delete("attachments/a")  # missing: fine
         assert await storage.head("attachments/a") is None

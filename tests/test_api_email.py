@@ -203,7 +203,7 @@ async def test_link_pages_are_static_html(api: Api) -> None:
         assert endpoint.encode() in resp.body and b"location.hash" in resp.body
         resp = await api.post(path, {})
         expect_error(resp, 405, "method_not_allowed")
-        assert resp.header("Allow") == "GET"
+        assert resp.header("Allow") == "GET, OPTIONS"
 
 
 # -- the outbox through an SMTP outage ------------------------------------------------------------

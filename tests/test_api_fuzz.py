@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import TEST_SECRET
+from tests.conftest import RELAXED_AUTH_LIMITS, TEST_SECRET
 from tests.support.api import Api
 from tests.support.processes import ROOT, MessengerServer
 
@@ -32,7 +32,8 @@ CHECKS = ",".join([
 def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MessengerServer]:
     data_dir = tmp_path_factory.mktemp("fuzz")
     server = MessengerServer({"ENV": "test", "JWT_SECRET": TEST_SECRET, "BCRYPT_ROUNDS": "4",
-                              "LOG_LEVEL": "WARNING", "MESSENGER_DATA_DIR": str(data_dir)})
+                              "LOG_LEVEL": "WARNING", "MESSENGER_DATA_DIR": str(data_dir),
+                              **RELAXED_AUTH_LIMITS})
     yield server.start()
     server.stop()
 

@@ -42,15 +42,15 @@ async def test_unknown_route_is_404_json(server, path: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("DELETE", "/api/healthz", "GET"),
-        ("POST", "/api/healthz", "GET"),
-        ("PUT", "/api/readyz", "GET"),
-        ("GET", "/api/auth/register", "POST"),
-        ("GET", "/api/auth/login", "POST"),
-        ("GET", "/api/auth/refresh", "POST"),
-        ("DELETE", "/api/users/me", "GET"),
-        ("PATCH", "/api/chats", "GET, POST"),
-        ("TRACE", "/api/chats", "GET, POST"),
+        ("DELETE", "/api/healthz", "GET, OPTIONS"),
+        ("POST", "/api/healthz", "GET, OPTIONS"),
+        ("PUT", "/api/readyz", "GET, OPTIONS"),
+        ("GET", "/api/auth/register", "POST, OPTIONS"),
+        ("GET", "/api/auth/login", "POST, OPTIONS"),
+        ("GET", "/api/auth/refresh", "POST, OPTIONS"),
+        ("DELETE", "/api/users/me", "GET, OPTIONS"),
+        ("PATCH", "/api/chats", "GET, POST, OPTIONS"),
+        ("TRACE", "/api/chats", "GET, POST, OPTIONS"),
     ],
 )
 async def test_wrong_method_is_405_json(server, method: str, path: str, allow: str) -> None:

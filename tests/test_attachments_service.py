@@ -19,6 +19,7 @@ from messenger.attachments import (
     CLEANUP_GRACE,
     AttachmentService,
     signature_matches,
+    upload_key,
 )
 from messenger.clock import utcnow
 from messenger.ids import new_id
@@ -55,9 +56,18 @@ class World:
         return await self.store.create_user(f"{name}-{new_id()}@example.com", b"x", name)
 
     async def put(self, upload: Upload, data: bytes) -> None:
-        incoming = self.storage.open_incoming(upload.object_key)
+        """What a PUT to the upload's URL does (its key is the upload key)."""
+        incoming = self.storage.open_incoming(upload_key(upload.id))
         incoming.write(data)
         incoming.commit()
+
+    def checked_copies(self) -> list[str]:
+        """The keys of every object under ``attachments/``."""
+        folder = self.storage.root / "attachments"
+        return sorted(f"attachments/{path.name}" for path in folder.glob("*"))
+
+    def read(self, key: str) -> bytes:
+        return self.storage.path(key).read_bytes()
 
     async def ready(
         self, owner: User, data: bytes = PNG, content_type: str = "image/png"
@@ -148,7 +158,7 @@ async def test_create_upload(world: World) -> None:
     ann = await world.user()
     upload, request = await world.service.create_upload(ann.id, "cat.png", "Image/PNG", 10)
     assert upload.status is UploadStatus.PENDING and upload.content_type == "image/png"
-    assert upload.object_key == f"attachments/{upload.id}"
+    assert upload.object_key == f"uploads/{upload.id}"
     assert request.method == "PUT" and request.expires_at > world.clock.now
     assert await world.store.get_uploads([upload.id]) == [upload]
 
@@ -178,15 +188,21 @@ async def test_complete_checks_what_arrived(world: World) -> None:
     with pytest.raises(errors.UploadSizeMismatch):
         await world.service.complete(ann.id, upload.id)
     assert await world.storage.head(upload.object_key) is None  # refused: deleted
+    assert world.checked_copies() == []  # and so is the copy it checked
     await world.put(upload, b"GIF89a" + b"\x00" * (len(PNG) - 6))
     with pytest.raises(errors.UploadTypeMismatch, match="not image/png"):
         await world.service.complete(ann.id, upload.id)
     assert await world.storage.head(upload.object_key) is None
+    assert world.checked_copies() == []
     await world.put(upload, PNG)
     with pytest.raises(errors.UploadNotFound):
         await world.service.complete(bob.id, upload.id)  # someone else's
     ready = await world.service.complete(ann.id, upload.id)
     assert ready.status is UploadStatus.READY
+    # The checked copy is the object now; the upload's own key is done with.
+    assert world.checked_copies() == [ready.object_key]
+    assert ready.object_key.startswith(f"attachments/{upload.id}-")
+    assert await world.storage.head(upload.object_key) is None
     assert await world.service.complete(ann.id, upload.id) == ready  # again: the same
     for bad in ("nope", new_id()):
         with pytest.raises(errors.UploadNotFound):
@@ -206,6 +222,106 @@ async def test_an_expired_upload_cannot_be_completed(world: World) -> None:
     world.clock.now += timedelta(seconds=ORPHAN_AGE)
     with pytest.raises(errors.UploadNotFound):
         await world.service.complete(ann.id, upload.id)
+
+
+# -- the checked bytes are the downloaded bytes ---------------------------------------------
+async def test_bytes_put_after_completion_never_reach_a_download(world: World) -> None:
+    ann = await world.user()
+    chat, _ = await world.store.create_chat(ChatType.GROUP, [ann.id], None, None)
+    upload, _ = await world.service.create_upload(ann.id, "cat.png", "image/png", len(PNG))
+    assert await world.service.accepts_upload(upload.object_key)
+    await world.put(upload, PNG)
+    ready = await world.service.complete(ann.id, upload.id)
+    attachments = await world.service.claim(ann.id, [upload.id])
+    await world.store.append_messages(chat.id, [MessageDraft(ann.id, "", None, attachments)])
+    # The upload URL is still valid: other bytes of the same length arrive at its key.
+    assert not await world.service.accepts_upload(upload.object_key)
+    await world.put(upload, b"not a png at all".ljust(len(PNG), b"!"))
+    again = await world.service.complete(ann.id, upload.id)  # not checked again
+    assert (again.status, again.object_key) == (UploadStatus.READY, ready.object_key)
+    request = await world.service.download(ann.id, upload.id)
+    grant = world.storage.verify(request.url.rsplit("/", 1)[1], "GET")
+    assert grant.key == ready.object_key != upload.object_key
+    assert world.read(grant.key) == PNG
+
+
+async def test_concurrent_completions_keep_one_checked_copy(world: World) -> None:
+    ann = await world.user()
+    upload, _ = await world.service.create_upload(ann.id, "cat.png", "image/png", len(PNG))
+    await world.put(upload, PNG)
+    results = await asyncio.gather(
+        *(world.service.complete(ann.id, upload.id) for _ in range(6)), return_exceptions=True
+    )
+    ready = [result for result in results if isinstance(result, Upload)]
+    # Each one either saw the winner's record or came after the winner took the upload.
+    others = [result for result in results if not isinstance(result, Upload)]
+    assert all(isinstance(other, errors.UploadMissing) for other in others), others
+    assert ready and all(result == ready[0] for result in ready)
+    assert world.checked_copies() == [ready[0].object_key]
+    assert world.read(ready[0].object_key) == PNG
+    assert await world.service.complete(ann.id, upload.id) == ready[0]
+
+
+async def test_uploads_stored_under_the_old_single_key(world: World) -> None:
+    """Before checked copies, ``attachments/<id>`` was both the upload URL's key and what was
+    downloaded: such ready uploads are served from it, pending ones complete as any other."""
+    ann = await world.user()
+    chat, _ = await world.store.create_chat(ChatType.GROUP, [ann.id], None, None)
+
+    async def legacy(status: UploadStatus) -> Upload:
+        upload_id = new_id()
+        upload = Upload(upload_id, ann.id, f"attachments/{upload_id}", "old.png", "image/png",
+                        len(PNG), status, world.clock.now)
+        await world.store.add_upload(upload)
+        incoming = world.storage.open_incoming(upload.object_key)
+        incoming.write(PNG)
+        incoming.commit()
+        return upload
+
+    ready = await legacy(UploadStatus.READY)
+    assert await world.service.complete(ann.id, ready.id) == ready
+    attachments = await world.service.claim(ann.id, [ready.id])
+    await world.store.append_messages(chat.id, [MessageDraft(ann.id, "", None, attachments)])
+    request = await world.service.download(ann.id, ready.id)
+    assert world.storage.verify(request.url.rsplit("/", 1)[1], "GET").key == ready.object_key
+    assert not await world.service.accepts_upload(ready.object_key)
+
+    pending = await legacy(UploadStatus.PENDING)
+    assert await world.service.accepts_upload(pending.object_key)
+    completed = await world.service.complete(ann.id, pending.id)
+    assert completed.object_key.startswith(f"attachments/{pending.id}-")
+    assert await world.storage.head(pending.object_key) is None
+    assert not await world.service.accepts_upload(pending.object_key)
+    world.clock.now += timedelta(seconds=ORPHAN_AGE) + CLEANUP_GRACE + timedelta(seconds=1)
+    assert await world.service.clean_orphans() == 1  # the completed one, never attached
+    assert world.checked_copies() == [ready.object_key]
+
+
+async def test_accepts_upload_only_for_a_pending_uploads_key(world: World) -> None:
+    ann = await world.user()
+    upload, _ = await world.service.create_upload(ann.id, "a.txt", "text/plain", 2)
+    assert await world.service.accepts_upload(f"uploads/{upload.id}")
+    for key in (f"attachments/{upload.id}", f"uploads/{new_id()}", "uploads/x", "elsewhere",
+                f"attachments/{upload.id}-0123456789abcdef"):
+        assert not await world.service.accepts_upload(key), key
+
+
+async def test_local_copy_is_independent_of_its_source(world: World) -> None:
+    storage = world.storage
+    assert not await storage.copy("uploads/none", "attachments/none")
+    incoming = storage.open_incoming("uploads/a")
+    incoming.write(b"first")
+    incoming.commit()
+    assert await storage.copy("uploads/a", "attachments/a-1")
+    incoming = storage.open_incoming("uploads/a")  # a second PUT replaces the source
+    incoming.write(b"other")
+    incoming.commit()
+    assert world.read("attachments/a-1") == b"first"
+    assert await storage.copy("uploads/a", "attachments/a-1")  # replaces the destination
+    assert world.read("attachments/a-1") == b"other"
+    await storage.delete("uploads/a")
+    assert world.read("attachments/a-1") == b"other"
+    assert list((storage.root / ".incoming").iterdir()) == []
 
 
 # -- claim ---------------------------------------------------------------------------------
@@ -279,6 +395,7 @@ async def test_clean_orphans_deletes_only_expired_unattached_uploads(world: Worl
     never_completed, _ = await world.service.create_upload(ann.id, "b", "text/plain", 1)
     await world.put(never_completed, b"b")
     never_attached = await world.ready(ann)
+    await world.put(never_attached, PNG)  # a PUT after completion leaves an object behind
     attached = await world.ready(ann)
     await world.store.append_messages(
         chat.id, [MessageDraft(ann.id, "", None, (attached.attachment,))]
@@ -292,6 +409,8 @@ async def test_clean_orphans_deletes_only_expired_unattached_uploads(world: Worl
     assert await world.store.get_uploads([u.id for u in old]) == []
     for upload in old:
         assert await world.storage.head(upload.object_key) is None
+        assert await world.storage.head(upload_key(upload.id)) is None
+    assert world.checked_copies() == sorted([attached.object_key, recent.object_key])
     kept = await world.store.get_uploads([attached.id, recent.id])
     assert {u.id for u in kept} == {attached.id, recent.id}
     assert await world.storage.head(attached.object_key) is not None

@@ -55,6 +55,28 @@ def test_bad_frames_name_the_problem_and_echo_the_ref(
     assert error_of(frame) == (code, ref)
 
 
+@pytest.mark.parametrize("levels", [33, 1000, 5000])
+def test_deeply_nested_frames_are_validation_errors(levels: int) -> None:
+    deep = '{"type":"ping","ref":"deep","x":' + "[" * levels + "]" * levels + "}"
+    with pytest.raises(protocol.FrameError) as info:
+        protocol.parse_client_frame(deep, max_bytes=1_000_000, max_text=100)
+    error = info.value.error
+    assert (error.code, error.details["field"]) == ("validation_error", "frame")
+    assert "nested deeper than 32 levels" in error.message
+    # the ref is echoed when orjson could read the frame (it reads up to 1,024 levels)
+    assert info.value.ref == ("deep" if levels < 1024 else None)
+    unclosed = "[" * levels
+    with pytest.raises(protocol.FrameError) as info:
+        protocol.parse_client_frame(unclosed, max_bytes=1_000_000, max_text=100)
+    assert info.value.error.code == "validation_error"
+    assert protocol.parse_client_frame(
+        '{"type":"ping","x":' + "[" * 31 + "]" * 31 + "}", max_bytes=1024, max_text=100,
+    ) == protocol.Ping()
+    with pytest.raises(protocol.FrameError):
+        protocol.parse_client_frame('{"type":"ping","x":[[]]}', max_bytes=1024, max_text=100,
+                                    max_depth=2)
+
+
 def test_event_bytes_are_built_once_with_the_id_first() -> None:
     draft = events.typing(CHAT, "u1", True, ["u1", "u2"])
     assert draft.recipients == ("u2",)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import TEST_SECRET
+from tests.conftest import RELAXED_AUTH_LIMITS, TEST_SECRET
 from tests.support.api import Api, expect_error
 from tests.support.processes import MessengerServer, MongoecoServer
 from tests.support.ws import WsClient
@@ -32,7 +32,7 @@ def messenger(database: MongoecoServer,
     env = {"ENV": "test", "JWT_SECRET": TEST_SECRET, "BCRYPT_ROUNDS": "4",
            "LOG_LEVEL": "ERROR", "MESSENGER_DATA_DIR": str(tmp_path_factory.mktemp("data")),
            "MONGO_URL": database.url, "MONGO_DB": "failures", "MONGO_TIMEOUT_MS": "500",
-           "PRESENCE_GRACE_SECONDS": "60"}
+           "PRESENCE_GRACE_SECONDS": "60", **RELAXED_AUTH_LIMITS}
     server = MessengerServer(env).start()
     yield server
     server.stop()

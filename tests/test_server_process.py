@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_SECRET
+from tests.conftest import RELAXED_AUTH_LIMITS, TEST_SECRET
 from tests.support.api import Api
 from tests.support.processes import ROOT, MessengerServer, MongoecoServer, free_port
 
 
 def embedded_env(data_dir: Path) -> dict[str, str]:
     return {"ENV": "test", "JWT_SECRET": TEST_SECRET, "BCRYPT_ROUNDS": "4",
-            "MESSENGER_DATA_DIR": str(data_dir), "LOG_LEVEL": "INFO"}
+            "MESSENGER_DATA_DIR": str(data_dir), "LOG_LEVEL": "INFO", **RELAXED_AUTH_LIMITS}
 
 
 async def test_user_registered_before_restart_logs_in_after(tmp_path: Path) -> None:

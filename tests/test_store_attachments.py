@@ -3,6 +3,7 @@ and MongoDB through the mongoeco wire server): ``messenger/store/base.py``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,7 @@ def make_upload(
     return Upload(
         upload_id,
         owner.id,
-        f"attachments/{upload_id}",
+        f"uploads/{upload_id}",
         name,
         content_type,
         size,
@@ -49,7 +50,7 @@ def make_upload(
 async def ready_upload(store: Store, owner: User, **kw: object) -> Upload:
     upload = make_upload(owner, **kw)  # type: ignore[arg-type]
     await store.add_upload(upload)
-    ready = await store.mark_upload_ready(upload.id)
+    ready = await store.mark_upload_ready(upload.id, f"attachments/{upload.id}-checked")
     assert ready is not None
     return ready
 
@@ -71,14 +72,29 @@ async def test_mark_upload_ready(store: Store) -> None:
     ann = await new_user(store)
     upload = make_upload(ann)
     await store.add_upload(upload)
-    ready = await store.mark_upload_ready(upload.id)
+    checked = f"attachments/{upload.id}-first"
+    ready = await store.mark_upload_ready(upload.id, checked)
     assert ready is not None
     assert ready.status is UploadStatus.READY
-    assert ready == Upload(**{**_fields(upload), "status": UploadStatus.READY})
-    assert await store.mark_upload_ready(upload.id) == ready  # stays ready
-    assert (await store.get_uploads([upload.id]))[0].status is UploadStatus.READY
-    assert await store.mark_upload_ready(new_id()) is None
-    assert await store.mark_upload_ready("bad") is None
+    assert ready == Upload(
+        **{**_fields(upload), "status": UploadStatus.READY, "object_key": checked}
+    )
+    # Stays ready, with the key of the first completion: a later one does not replace it.
+    assert await store.mark_upload_ready(upload.id, f"attachments/{upload.id}-second") == ready
+    assert await store.get_uploads([upload.id]) == [ready]
+    assert await store.mark_upload_ready(new_id(), "attachments/x") is None
+    assert await store.mark_upload_ready("bad", "attachments/x") is None
+
+
+async def test_concurrent_completions_one_key_wins(store: Store) -> None:
+    ann = await new_user(store)
+    upload = make_upload(ann)
+    await store.add_upload(upload)
+    keys = [f"attachments/{upload.id}-{n}" for n in range(8)]
+    results = await asyncio.gather(*(store.mark_upload_ready(upload.id, k) for k in keys))
+    assert all(result is not None for result in results)
+    assert len({result.object_key for result in results if result}) == 1
+    assert results[0] is not None and results[0].object_key in keys
 
 
 def _fields(upload: Upload) -> dict[str, object]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from messenger import validation
@@ -30,6 +32,60 @@ def test_operator_keys_refused(raw: bytes, field: str) -> None:
     with pytest.raises(ValidationFailed) as err:
         validation.parse_json_object(raw)
     assert err.value.field == field
+
+
+def nested_object(levels: int, leaf: bytes = b"1") -> bytes:
+    """``{"a": {"a": … leaf …}}``: ``levels`` objects, one inside the other."""
+    return b'{"a":' * levels + leaf + b"}" * levels
+
+
+@pytest.mark.parametrize("levels", [33, 1000, 1024, 1025, 5000, 100_000])
+@pytest.mark.parametrize("shape", ["objects", "arrays", "unclosed"])
+def test_nesting_deeper_than_the_limit_is_refused(levels: int, shape: str) -> None:
+    raw = {"objects": nested_object(levels),
+           "arrays": b'{"a":' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}",
+           "unclosed": b"[" * levels}[shape]
+    with pytest.raises(ValidationFailed) as err:
+        validation.parse_json_object(raw)
+    assert (err.value.code, err.value.field) == ("validation_error", "body")
+    assert err.value.message == "JSON is nested deeper than 32 levels"
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    assert validation.parse_json_object(nested_object(32))["a"]["a"]
+    assert validation.parse_json_object(b'{"a":' + b"[" * 31 + b"]" * 31 + b"}")
+    with pytest.raises(ValidationFailed):
+        validation.parse_json_object(nested_object(4), max_depth=3)
+    assert validation.parse_json_object(nested_object(200), max_depth=200)
+
+
+def test_depth_check_ignores_brackets_inside_strings() -> None:
+    text = b'"' + b"[{" * 500 + b'\\\"' + b"[" * 500 + b'"'
+    assert validation.parse_json_object(b'{"a":' + text + b"}")["a"].startswith("[{")
+    # invalid JSON (a trailing comma) that is not deep is malformed, not too deep
+    with pytest.raises(MalformedJson):
+        validation.parse_json_object(b'{"a":' + text + b",}")
+    assert not validation.nesting_exceeds(b'["' + b"[" * 100, 32)  # unterminated string
+    assert validation.nesting_exceeds("[" * 33, 32) and not validation.nesting_exceeds("[]" * 99, 1)
+
+
+def test_depth_scan_is_linear_on_hostile_text() -> None:
+    """Unclosed strings full of escaped quotes and brackets: one pass, not one per quote."""
+    hostile = b'["' + b'\\"[' * 300_000
+    started = time.perf_counter()
+    assert not validation.nesting_exceeds(hostile, 32)
+    assert not validation.nesting_exceeds(b"[]," * 300_000, 32)
+    assert time.perf_counter() - started < 5  # quadratic would be hours
+
+
+def test_operator_keys_are_found_at_any_allowed_depth_in_document_order() -> None:
+    raw = b'{"a": [1, {"b": {"ok": 1, "$x": 1}}], "$y": 2}'
+    with pytest.raises(ValidationFailed) as err:
+        validation.parse_json_object(raw)
+    assert err.value.field == "a.b.$x"
+    with pytest.raises(ValidationFailed) as err:
+        validation.parse_json_object(nested_object(31, b'{"$ne": null}'))
+    assert err.value.field == "a." * 31 + "$ne"
 
 
 def test_email_normalised_and_checked() -> None:

@@ -1,9 +1,10 @@
 """The object-storage interface attachments are kept behind: S3-compatible or local disk.
 
-Objects are addressed by key (``attachments/<upload id>``). Clients move the bytes themselves,
-through signed, expiring requests the storage hands out (``presign_upload``,
-``presign_download``); the server only checks what arrived (``head``, ``read_start``) and
-deletes what is no longer wanted. Nothing here knows about users, chats or HTTP errors.
+Objects are addressed by key (``uploads/<upload id>``, ``attachments/<upload id>-<nonce>``).
+Clients move the bytes themselves, through signed, expiring requests the storage hands out
+(``presign_upload``, ``presign_download``); the server copies what arrived to a key no upload
+request points at (``copy``), checks the copy (``head``, ``read_start``) and deletes what is no
+longer wanted. Nothing here knows about users, chats or HTTP errors.
 """
 
 from __future__ import annotations
@@ -85,6 +86,15 @@ class ObjectStorage(abc.ABC):
     @abc.abstractmethod
     async def read_start(self, key: str, length: int) -> bytes:
         """Up to ``length`` first bytes of the object (b"" when there is none)."""
+
+    @abc.abstractmethod
+    async def copy(self, source: str, destination: str) -> bool:
+        """Copy the object at ``source`` to ``destination`` (replacing what is there); False
+        when there is no object at ``source``.
+
+        The copy is one whole object that was at ``source``, type included, and stays as it
+        is: writes to ``source`` afterwards (a signed PUT still valid) do not reach it.
+        """
 
     @abc.abstractmethod
     async def delete(self, key: str) -> None:

@@ -8,8 +8,9 @@ is a signed, expiring grant for one method on one key —
 A PUT grant binds the content type and size; a GET grant the type and the disposition.
 
 An upload is written to a temporary file and renamed into place when complete, so a partial
-upload is never visible. No content type is kept per object: the PUT handler enforces the
-signed one, so ``head`` reports ``content_type=None`` (the signature check still applies).
+upload is never visible; ``copy`` is a hard link (a byte copy where links are not supported)
+renamed into place the same way. No content type is kept per object: the PUT handler enforces
+the signed one, so ``head`` reports ``content_type=None`` (the signature check still applies).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import hmac
 import os
 import re
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,7 +41,8 @@ from messenger.storage.base import (
 )
 
 URL_PREFIX = "/api/storage/"
-_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
+# Matched with fullmatch: ``$`` would also accept a final newline.
+_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 _TOKEN_MAX = 4096
 
 
@@ -108,7 +111,7 @@ class LocalStorage(ObjectStorage):
             raise BadGrant(f"this URL is for {grant.method}, not {method}")
         if grant.expires_at < (time.time() if now is None else now):
             raise BadGrant("this URL has expired")
-        if not _KEY.match(grant.key):
+        if not _KEY.fullmatch(grant.key):
             raise BadGrant("malformed token")
         return grant
 
@@ -163,6 +166,35 @@ class LocalStorage(ObjectStorage):
         except OSError as exc:
             raise StorageUnavailable(f"local storage: {exc}") from exc
 
+    async def copy(self, source: str, destination: str) -> bool:
+        source_path, destination_path = self.path(source), self.path(destination)
+        staged = self._tmp / uuid.uuid4().hex
+
+        def copy() -> bool:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            try:
+                # Objects are only ever replaced whole (a rename), never written in place, so
+                # a second link to the file is a copy that later uploads cannot change.
+                os.link(source_path, staged)
+            except FileNotFoundError:
+                return False
+            except OSError:  # a file system without hard links: copy the bytes
+                try:
+                    shutil.copyfile(source_path, staged)
+                except FileNotFoundError:
+                    return False
+            try:
+                destination_path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, destination_path)
+            finally:
+                staged.unlink(missing_ok=True)
+            return True
+
+        try:
+            return await asyncio.to_thread(copy)
+        except OSError as exc:
+            raise StorageUnavailable(f"local storage: {exc}") from exc
+
     async def delete(self, key: str) -> None:
         try:
             await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
@@ -209,7 +241,7 @@ class Incoming:
 
 
 def _checked(key: str) -> str:
-    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
+    if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
         raise ValueError(f"unsafe object key {key!r}")
     return key
 

@@ -3,9 +3,11 @@
 Uploads are presigned PUTs with ``Content-Type`` and ``Content-Length`` among the signed headers,
 so S3 itself refuses another type or length (403); downloads are presigned GETs that make S3
 answer with the attachment's ``Content-Type`` and ``Content-Disposition``. Presigning is local
-computation: it needs no round trip. When clients reach the storage at another address than
-the server (docker compose: ``minio:9000`` inside, ``localhost:9000`` outside),
-``public_endpoint`` is the one put in the URLs (SigV4 signs the host).
+computation: it needs no round trip. ``copy`` is a server-side ``CopyObject``: S3 copies one
+whole version of the source, type included, and the bytes do not pass through here. When
+clients reach the storage at another address than the server (docker compose: ``minio:9000``
+inside, ``localhost:9000`` outside), ``public_endpoint`` is the one put in the URLs (SigV4
+signs the host).
 """
 
 from __future__ import annotations
@@ -228,6 +230,22 @@ class S3Storage(ObjectStorage):
             if _missing(exc) or _code(exc) == "InvalidRange":  # no object, or an empty one
                 return b""
             raise
+
+    async def copy(self, source: str, destination: str) -> bool:
+        try:
+            await self._call(
+                lambda c: c.copy_object(
+                    Bucket=self.bucket,
+                    Key=destination,
+                    CopySource={"Bucket": self.bucket, "Key": source},
+                    MetadataDirective="COPY",
+                )
+            )
+        except StorageError as exc:
+            if _missing(exc):
+                return False
+            raise
+        return True
 
     async def delete(self, key: str) -> None:
         try:

@@ -22,4 +22,4 @@ def open_store(settings: Settings) -> Store:
         )
     from messenger.store.sqlite import SQLiteStore
 
-    return SQLiteStore(settings.sqlite_path)
+    return SQLiteStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous)

@@ -231,8 +231,10 @@ class Store(abc.ABC):
         """The uploads that exist among ``upload_ids`` (any order, no duplicates)."""
 
     @abc.abstractmethod
-    async def mark_upload_ready(self, upload_id: str) -> Upload | None:
-        """Move a pending upload to ``READY`` (a ready one stays so); the record now, or None."""
+    async def mark_upload_ready(self, upload_id: str, object_key: str) -> Upload | None:
+        """Move a pending upload to ``READY`` with its checked bytes at ``object_key``; a ready
+        one stays as it is, key included (the first completion wins). The record now, or
+        None."""
 
     @abc.abstractmethod
     async def messages_with_attachments(self, attachment_ids: Sequence[str]) -> list[Message]:

@@ -699,15 +699,17 @@ class MongoStore(MongoEmailMixin, Store):
         return [to_upload(doc) for doc in await self._docs_by_ids(self._db.uploads, upload_ids)]
 
     @_guarded
-    async def mark_upload_ready(self, upload_id: str) -> Upload | None:
+    async def mark_upload_ready(self, upload_id: str, object_key: str) -> Upload | None:
         upload_oid = oid(upload_id)
         if upload_oid is None:
             return None
         doc = await self._db.uploads.find_one_and_update(
-            {"_id": upload_oid},
-            {"$set": {"status": "ready"}},
+            {"_id": upload_oid, "status": "pending"},
+            {"$set": {"status": "ready", "key": object_key}},
             return_document=ReturnDocument.AFTER,
         )
+        if doc is None:  # ready already (its key stays), or no such upload
+            doc = await self._db.uploads.find_one({"_id": upload_oid})
         return to_upload(doc) if doc else None
 
     @_guarded

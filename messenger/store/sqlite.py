@@ -6,9 +6,19 @@ statements are atomic with respect to the others. Calls that write several rows 
 ``BEGIN IMMEDIATE`` transaction, which keeps them atomic against other processes opening the same
 file as well.
 
-The database runs in WAL mode with ``synchronous=NORMAL``: a commit does not wait for fsync (the
-WAL is synced at checkpoints), so a power cut can lose the last transactions but never corrupts
-the file. The schema lives in ``sqlite_schema.py``.
+The database runs in WAL mode. How a commit reaches the disk is the ``SQLITE_SYNCHRONOUS``
+setting (``synchronous``), ``full`` by default:
+
+* ``full`` (default): every commit fsyncs the WAL before it returns, so an acknowledged write
+  survives a power cut or an OS crash, not only a killed process. Sends are stored in batches
+  (one transaction per ``ChatActor`` batch, one per ``EventLogActor`` batch), so this is one
+  fsync per batch, not per message.
+* ``normal``: a commit does not wait for fsync (the WAL is synced at checkpoints). Faster on
+  slow disks; a killed process loses nothing, but a power cut or OS crash can lose the last
+  acknowledged transactions (the file is never corrupted).
+* ``extra``: ``full`` plus an fsync of the directory when the WAL is reset.
+
+The schema lives in ``sqlite_schema.py``.
 """
 
 from __future__ import annotations
@@ -53,6 +63,8 @@ PURGE_INTERVAL_SECONDS = 3600.0
 CACHE_KIB = 32 * 1024
 MMAP_BYTES = 256 * 1024 * 1024
 _IN_CHUNK = 500  # ids per ``IN (...)`` list, well under SQLite's bound-variable limit
+#: ``PRAGMA synchronous`` modes the store accepts (``SQLITE_SYNCHRONOUS``), by name and number.
+SYNCHRONOUS_MODES = {"normal": 1, "full": 2, "extra": 3}
 
 Row = tuple[Any, ...]
 
@@ -177,8 +189,13 @@ class SQLiteStore(SQLiteEmailMixin, Store):
 
     backend = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "full") -> None:
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}"
+            )
         self.path = Path(path)
+        self.synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._closed = False
@@ -218,7 +235,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             for pragma in (
-                "synchronous = NORMAL",
+                f"synchronous = {self.synchronous.upper()}",
                 "foreign_keys = ON",
                 f"busy_timeout = {BUSY_TIMEOUT_MS}",
                 f"cache_size = -{CACHE_KIB}",
@@ -274,6 +291,13 @@ class SQLiteStore(SQLiteEmailMixin, Store):
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT count(*) FROM sqlite_master").fetchone())
+
+    async def synchronous_mode(self) -> str:
+        """The ``PRAGMA synchronous`` mode the store's connection runs in, read back from SQLite
+        (``"normal"``, ``"full"`` or ``"extra"``)."""
+        number = await self._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+        names = {value: name for name, value in SYNCHRONOUS_MODES.items()}
+        return names.get(number, str(number))
 
     async def close(self) -> None:
         if self._closed:
@@ -641,11 +665,17 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         rows = await self._rows_by_ids(UPLOAD_COLUMNS, "uploads", upload_ids)
         return [_upload(row) for row in rows]
 
-    async def mark_upload_ready(self, upload_id: str) -> Upload | None:
+    async def mark_upload_ready(self, upload_id: str, object_key: str) -> Upload | None:
         def op(conn: sqlite3.Connection) -> Row | None:
+            marked = conn.execute(
+                "UPDATE uploads SET status = 'ready', object_key = ? "
+                f"WHERE id = ? AND status = 'pending' RETURNING {UPLOAD_COLUMNS}",
+                (object_key, upload_id),
+            ).fetchone()
+            if marked is not None:
+                return marked
             return conn.execute(
-                f"UPDATE uploads SET status = 'ready' WHERE id = ? RETURNING {UPLOAD_COLUMNS}",
-                (upload_id,),
+                f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)
             ).fetchone()
 
         row = await self._run(op)
