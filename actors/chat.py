@@ -23,15 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from actors.ports import ChatPorts
 from actors.runtime import Actor
 from messenger import events
 from messenger.errors import ApiError, ChatNotFound
-from messenger.models import Chat, Message, MessageDraft
-
-if TYPE_CHECKING:
-    from actors.hub import RealtimeHub
+from messenger.models import Chat, Message, MessageDraft, SenderNotMember
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +83,15 @@ class ChatActor(Actor):
     batch_types = (Send,)
     refusals = (ApiError,)
 
-    def __init__(self, chat_id: str, hub: RealtimeHub) -> None:
+    def __init__(self, chat_id: str, ports: ChatPorts) -> None:
         super().__init__(f"chat:{chat_id}")
         self.chat_id = chat_id
-        self._hub = hub
-        self.idle_timeout = hub.settings.actor_idle_timeout
-        self.batch_max = hub.settings.send_batch_max
-        self._typing_ttl = hub.settings.typing_ttl
+        self._store = ports.store
+        self._publisher = ports.publisher
+        self._attachments = ports.attachments
+        self.idle_timeout = ports.idle_timeout
+        self.batch_max = ports.batch_max
+        self._typing_ttl = ports.typing_ttl
         self.chat: Chat | None = None
         self.last_seq = 0
         self._typing: dict[str, tuple[int, asyncio.TimerHandle]] = {}
@@ -104,7 +104,7 @@ class ChatActor(Actor):
         await self._load()
 
     async def _load(self) -> None:
-        self.chat = await self._hub.store.get_chat(self.chat_id)
+        self.chat = await self._store.get_chat(self.chat_id)
         if self.chat is None:
             self.idle_timeout = 0.5  # nothing to keep: stop soon, answering chat_not_found
         else:
@@ -120,7 +120,7 @@ class ChatActor(Actor):
         if self._unpublished:
             pending, self._unpublished = self._unpublished, []
             try:
-                await self._hub.publish(pending)
+                await self._publisher.publish(pending)
             except Exception:
                 self._unpublished = pending + self._unpublished
                 raise
@@ -133,7 +133,7 @@ class ChatActor(Actor):
         for i, send in enumerate(messages):
             try:
                 self._member(send.sender_id)
-                attachments = await self._hub.claim_attachments(
+                attachments = await self._attachments.claim_attachments(
                     send.sender_id, send.attachment_ids,
                     chat_id=self.chat_id, client_msg_id=send.client_msg_id,
                 ) if send.attachment_ids else ()
@@ -145,11 +145,18 @@ class ChatActor(Actor):
             slots.append(i)
         if not drafts:
             return results
-        appended = await self._hub.store.append_messages(self.chat_id, drafts)
+        appended = await self._store.append_messages(self.chat_id, drafts)
+        if any(isinstance(outcome, SenderNotMember) for outcome in appended):
+            # The store, the last word on membership, refused a sender this cache still
+            # listed (removed through another process): refuse them and reload the members.
+            await self._load()
         assert self.chat is not None
         members = self.chat.member_ids
         new_events = []
         for slot, outcome in zip(slots, appended, strict=True):
+            if isinstance(outcome, SenderNotMember):
+                results[slot] = ChatNotFound("chat not found")
+                continue
             if outcome.created:
                 self.last_seq = max(self.last_seq, outcome.message.seq)
                 self._stop_typing_silently(outcome.message.sender_id)
@@ -157,7 +164,7 @@ class ChatActor(Actor):
                     outcome.message, members, messages[slot].origin)))
         drafts_out = [draft for _, draft in new_events]
         try:
-            published = await self._hub.publish(drafts_out)
+            published = await self._publisher.publish(drafts_out)
         except Exception:
             # The messages are stored; their events go out before anything else of this chat,
             # on the next send (a retry with the same client_msg_id is such a send).
@@ -166,7 +173,9 @@ class ChatActor(Actor):
         event_ids = {slot: event.id for (slot, _), event in zip(new_events, published,
                                                                 strict=True)}
         for slot, outcome in zip(slots, appended, strict=True):
-            results[slot] = SendOutcome(outcome.message, outcome.created, event_ids.get(slot))
+            if not isinstance(outcome, SenderNotMember):
+                results[slot] = SendOutcome(outcome.message, outcome.created,
+                                            event_ids.get(slot))
         return results
 
     # -- typing and reads --------------------------------------------------------------------
@@ -217,17 +226,17 @@ class ChatActor(Actor):
 
     async def _publish_typing(self, user_id: str, is_typing: bool) -> None:
         assert self.chat is not None
-        await self._hub.publish(
+        await self._publisher.publish(
             [events.typing(self.chat_id, user_id, is_typing, self.chat.member_ids)]
         )
 
     async def _mark_read(self, user_id: str, seq: int) -> ReadOutcome:
         chat = self._member(user_id)
-        position = await self._hub.store.mark_read(self.chat_id, user_id, seq)
+        position = await self._store.mark_read(self.chat_id, user_id, seq)
         unread = max(0, self.last_seq - position)
         if position > self._read_sent.get(user_id, 0):
             self._read_sent[user_id] = position
-            await self._hub.publish(
+            await self._publisher.publish(
                 [events.read(self.chat_id, user_id, position, unread, chat.member_ids)]
             )
         return ReadOutcome(self.chat_id, position, unread)

@@ -5,6 +5,9 @@ chat, the ``EventLogActor`` — and the router that hands every published batch 
 the user actors of its recipients. Handlers call it with plain arguments and get plain results
 or typed ``ApiError``s; they never touch an actor directly.
 
+The actors do not know the hub: each gets its ports (``actors/ports.py``) — the store, the
+hub as event publisher and presence listener, the attachment claims, its settings values.
+
 Resume: a session that gives ``last_event_id`` is first caught up from the user's ring (or from
 the event log in storage when the ring does not reach back that far), page by page, and only
 then made live; events that arrive meanwhile go to the ring and are written when it goes live,
@@ -21,11 +24,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from actors import chat as chat_actor
 from actors.chat import ChatActor, ReadOutcome, SendOutcome
 from actors.event_log import Append, EventLogActor, Purge
+from actors.ports import AttachmentClaims, ChatPorts, UserPorts
 from actors.runtime import ActorRegistry, InboxFull
 from actors.user import Attach, Detach, Session, UserActor
 from config import Settings
@@ -36,9 +40,6 @@ from messenger.events import Event, EventDraft
 from messenger.ids import is_valid_id
 from messenger.models import Chat
 from messenger.store import Store
-
-if TYPE_CHECKING:
-    from messenger.services import Services
 
 log = logging.getLogger("messenger.realtime")
 
@@ -54,16 +55,30 @@ class Backlog:
 
 
 class RealtimeHub:
-    def __init__(self, services: Services, bus: Bus | None = None) -> None:
-        self.services = services
-        self.settings: Settings = services.settings
-        self.store: Store = services.store
+    def __init__(self, settings: Settings, store: Store, attachments: AttachmentClaims,
+                 bus: Bus | None = None) -> None:
+        self.settings = settings
+        self.store = store
         self.bus = bus or LocalBus()
+        chat_ports = ChatPorts(
+            store=store,
+            publisher=self,
+            attachments=attachments,
+            idle_timeout=settings.actor_idle_timeout,
+            batch_max=settings.send_batch_max,
+            typing_ttl=settings.typing_ttl,
+        )
+        user_ports = UserPorts(
+            presence=self,
+            idle_timeout=settings.actor_idle_timeout,
+            presence_grace=settings.presence_grace,
+            ring_size=settings.event_ring_size,
+        )
         self.users: ActorRegistry[str, UserActor] = ActorRegistry(
-            lambda user_id: UserActor(user_id, self, self.event_log.head)
+            lambda user_id: UserActor(user_id, user_ports, self.event_log.head)
         )
         self.chats: ActorRegistry[str, ChatActor] = ActorRegistry(
-            lambda chat_id: ChatActor(chat_id, self)
+            lambda chat_id: ChatActor(chat_id, chat_ports)
         )
         self.event_log: EventLogActor
         self._purge_task: asyncio.Task[None] | None = None
@@ -99,7 +114,7 @@ class RealtimeHub:
             except Exception:
                 log.exception("purging old events failed; will retry")
 
-    # -- publishing and routing ------------------------------------------------------------
+    # -- publishing (the chat actors' EventPublisher) and routing ---------------------------
     async def publish(self, drafts: list[EventDraft]) -> list[Event]:
         """Store events in the log and publish them; returns them with their ids."""
         drafts = [d for d in drafts if d.recipients]
@@ -258,13 +273,7 @@ class RealtimeHub:
             raise ChatNotFound("chat not found")
         return await self.chats.ask(chat_id, message, ASK_TIMEOUT_SECONDS)
 
-    # -- hooks for the chat actor --------------------------------------------------------------
-    async def claim_attachments(self, sender_id: str, attachment_ids: Sequence[str], *,
-                                chat_id: str, client_msg_id: str | None) -> Any:
-        return await self.services.chats.claim_attachments(
-            sender_id, attachment_ids, chat_id=chat_id, client_msg_id=client_msg_id)
-
-    # -- presence ------------------------------------------------------------------------------
+    # -- presence (the user actors' PresenceListener) ----------------------------------------------
     async def presence_changed(self, user_id: str, online: bool, at: datetime) -> None:
         try:  # for missed-message digests; the live presence event goes out regardless
             await self.store.record_presence(user_id, online, at)

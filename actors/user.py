@@ -24,14 +24,12 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from actors.ports import UserPorts
 from actors.runtime import Actor
 from messenger.clock import utcnow
 from messenger.events import Event
-
-if TYPE_CHECKING:
-    from actors.hub import RealtimeHub
 
 log = logging.getLogger("messenger.actors.user")
 
@@ -69,14 +67,13 @@ class GraceEnded:
 class UserActor(Actor):
     inbox_size = 10_000
 
-    def __init__(self, user_id: str, hub: RealtimeHub, ring_floor: int) -> None:
+    def __init__(self, user_id: str, ports: UserPorts, ring_floor: int) -> None:
         super().__init__(f"user:{user_id}")
-        settings = hub.settings
         self.user_id = user_id
-        self.idle_timeout = settings.actor_idle_timeout
-        self._hub = hub
-        self._grace = settings.presence_grace
-        self._ring_size = settings.event_ring_size
+        self.idle_timeout = ports.idle_timeout
+        self._presence = ports.presence
+        self._grace = ports.presence_grace
+        self._ring_size = ports.ring_size
         self.ring: collections.deque[Event] = collections.deque()
         self.ring_floor = ring_floor
         self.sessions: dict[str, Session] = {}
@@ -146,7 +143,7 @@ class UserActor(Actor):
             self._cancel_grace()
             if not self.online:
                 self.online = True
-                await self._hub.presence_changed(self.user_id, True, utcnow())
+                await self._presence.presence_changed(self.user_id, True, utcnow())
             return None
         if isinstance(message, Detach):
             if self.sessions.pop(message.session.id, None) is not None and not self.sessions:
@@ -156,7 +153,7 @@ class UserActor(Actor):
             if message.generation == self._grace_generation and not self.sessions \
                     and self.online:
                 self.online = False
-                await self._hub.presence_changed(self.user_id, False, utcnow())
+                await self._presence.presence_changed(self.user_id, False, utcnow())
             return None
         raise TypeError(f"unexpected message {type(message).__name__}")
 

@@ -140,11 +140,16 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     # -- session -----------------------------------------------------------------------------
     async def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
-        sndbuf = self.application.services.settings.ws_socket_sndbuf  # type: ignore
-        if sndbuf and self.ws_connection is not None:
-            sock = self.ws_connection.stream.socket
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        settings = self.application.services.settings  # type: ignore[attr-defined]
+        if self.ws_connection is not None:
+            stream = self.ws_connection.stream
+            # Past this many bytes queued in the process, a write raises StreamBufferFullError
+            # and the client that does not read is cut off (it resumes from its cursor).
+            stream.max_write_buffer_size = settings.ws_send_buffer_bytes
+            if settings.ws_socket_sndbuf:
+                with contextlib.suppress(OSError):
+                    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                             settings.ws_socket_sndbuf)
         hub = self.hub
         delay = self.token_expires_at - time.time()
         self._expiry_timer = asyncio.get_running_loop().call_later(
@@ -166,7 +171,6 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     async def write_backlog(self, batch: list[Event]) -> None:
         """Write missed events at the pace the client reads them (no slow-consumer cut)."""
-        limit = self.application.services.settings.ws_send_buffer_bytes  # type: ignore
         for event in batch:
             conn = self.ws_connection
             if conn is None or self.closed or conn.is_closing():
@@ -176,9 +180,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self.cursor = event.id
             try:
                 conn.stream.write(event.ws_frame_for(self.id))
-                if unsent_bytes(conn.stream) > limit // 2:
-                    await conn.stream.write(b"")  # resolves once the buffer is flushed
+                if conn.stream.writing():  # the kernel's buffer is full: wait until it drains
+                    await conn.stream.write(b"")  # resolves once our buffer is flushed
             except tornado.iostream.StreamClosedError:
+                return
+            except tornado.iostream.StreamBufferFullError:
+                self.disconnect("slow consumer: send buffer full")
                 return
 
     def write_events(self, batch: list[Event]) -> None:
@@ -199,13 +206,11 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         conn = self.ws_connection
         if conn is None or self.closed or conn.is_closing():
             return
-        stream = conn.stream
         try:
-            stream.write(data)
+            conn.stream.write(data)
         except tornado.iostream.StreamClosedError:
             return
-        limit = self.application.services.settings.ws_send_buffer_bytes  # type: ignore
-        if unsent_bytes(stream) > limit:
+        except tornado.iostream.StreamBufferFullError:
             self.disconnect("slow consumer: send buffer full")
 
     def disconnect(self, reason: str) -> None:
@@ -298,8 +303,3 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         fields: dict[str, Any] = {"code": error.code, "message": error.message, "ref": ref}
         fields.update(error.details)
         self.write_control("error", **fields)
-
-
-def unsent_bytes(stream: tornado.iostream.IOStream) -> int:
-    """Bytes handed to the stream that the kernel has not taken yet."""
-    return stream._total_write_index - stream._total_write_done_index  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from config.settings import Settings
-from messenger import api_spec as base
+from messenger import api_spec_parts as parts
 
 _EXAMPLE_UPLOAD_ID = "6745a1f0c2b9e81d4a3f0e41"
 _EXAMPLE_EXPIRY = "2026-11-26T12:39:56.789Z"
@@ -26,12 +26,12 @@ def _upload_example(status: str) -> dict[str, Any]:
         "content_type": "image/png",
         "size": 48213,
         "status": status,
-        "created_at": base._EXAMPLE_TIME,
+        "created_at": parts.EXAMPLE_TIME,
     }
 
 
 def _filename() -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": base.FILENAME_MAX}
+    return {"type": "string", "minLength": 1, "maxLength": parts.FILENAME_MAX}
 
 
 def _content_type(settings: Settings) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def _size(settings: Settings, description: str | None = None) -> dict[str, Any]:
 
 def _upload_properties(settings: Settings) -> dict[str, Any]:
     return {
-        "id": base._id("The upload's id; also the attachment's id once posted."),
+        "id": parts.id_schema("The upload's id; also the attachment's id once posted."),
         "filename": _filename(),
         "content_type": {"type": "string"},
         "size": _size(settings, "Bytes."),
@@ -67,17 +67,17 @@ def _upload_properties(settings: Settings) -> dict[str, Any]:
             "enum": ["pending", "ready"],
             "description": "pending until completed, then ready.",
         },
-        "created_at": base._timestamp(),
+        "created_at": parts.timestamp(),
     }
 
 
 def attachment_schemas(settings: Settings) -> dict[str, Any]:
     ticket = _upload_properties(settings)
-    ticket["upload_request"] = base._ref("SignedRequest")
+    ticket["upload_request"] = parts.ref("SignedRequest")
     return {
-        "Attachment": base._object(
+        "Attachment": parts.object_schema(
             {
-                "id": base._id("The upload's id."),
+                "id": parts.id_schema("The upload's id."),
                 "filename": _filename(),
                 "content_type": {"type": "string"},
                 "size": {"type": "integer", "minimum": 1, "description": "Bytes."},
@@ -89,12 +89,12 @@ def attachment_schemas(settings: Settings) -> dict[str, Any]:
                  "size": 48213}
             ],
         ),
-        "Upload": base._object(
+        "Upload": parts.object_schema(
             _upload_properties(settings),
             description="A file the caller uploads, before it is attached to a message.",
             examples=[_upload_example("ready")],
         ),
-        "SignedRequest": base._object(
+        "SignedRequest": parts.object_schema(
             {
                 "method": {"type": "string", "const": "PUT"},
                 "url": {
@@ -109,11 +109,11 @@ def attachment_schemas(settings: Settings) -> dict[str, Any]:
                     "description": "Send exactly these (Content-Type); the body must be "
                     "exactly `size` bytes.",
                 },
-                "expires_at": base._timestamp(),
+                "expires_at": parts.timestamp(),
             },
             description="How to send the file's bytes (UPLOAD_URL_TTL_SECONDS).",
         ),
-        "UploadTicket": base._object(
+        "UploadTicket": parts.object_schema(
             ticket,
             description="A new upload and the signed request that uploads its bytes.",
             examples=[
@@ -128,18 +128,18 @@ def attachment_schemas(settings: Settings) -> dict[str, Any]:
                 }
             ],
         ),
-        "AttachmentUrl": base._object(
+        "AttachmentUrl": parts.object_schema(
             {
                 "url": {
                     "type": "string",
                     "format": "uri",
                     "description": "Short-lived download URL (UPLOAD_URL_TTL_SECONDS).",
                 },
-                "expires_at": base._timestamp(),
+                "expires_at": parts.timestamp(),
             },
             examples=[{"url": _S3_URL, "expires_at": _EXAMPLE_EXPIRY}],
         ),
-        "Stored": base._object(
+        "Stored": parts.object_schema(
             {"status": {"type": "string", "const": "stored"}},
             examples=[{"status": "stored"}],
         ),
@@ -147,11 +147,11 @@ def attachment_schemas(settings: Settings) -> dict[str, Any]:
 
 
 def attachment_paths(settings: Settings) -> dict[str, Any]:
-    auth, body, server = base._AUTH_ERRORS, base._BODY_ERRORS, base._SERVER_ERRORS
-    upload_param = base._path_param(
+    auth, body, server = parts.AUTH_ERRORS, parts.BODY_ERRORS, parts.SERVER_ERRORS
+    upload_param = parts.path_param(
         "upload_id", "Upload id; unknown, malformed, expired or someone else's -> 404."
     )
-    attachment_param = base._path_param(
+    attachment_param = parts.path_param(
         "attachment_id", "Attachment (upload) id; unknown or not visible to the caller -> 404."
     )
     token_param = {
@@ -164,22 +164,22 @@ def attachment_paths(settings: Settings) -> dict[str, Any]:
     storage = "storage_unavailable"
     return {
         "/api/uploads": {
-            "post": base._operation(
+            "post": parts.operation(
                 "createUpload",
                 "attachments",
                 "Start an upload: a pending upload and a signed PUT for its bytes",
                 {
-                    "201": base._ok("The upload and how to send its bytes.",
-                                    base._ref("UploadTicket")),
-                    **base._error_responses(
+                    "201": parts.ok("The upload and how to send its bytes.",
+                                    parts.ref("UploadTicket")),
+                    **parts.error_responses(
                         *auth, *body, "upload_too_large", "content_type_not_allowed", *server,
                         storage, field="size",
                     ),
                 },
                 description="Then PUT the bytes as upload_request says and complete the "
                 "upload (API_CONTRACT.md §9).",
-                request_body=base._json_body(
-                    base._request_object(
+                request_body=parts.json_body(
+                    parts.request_object(
                         {
                             "filename": _filename(),
                             "content_type": _content_type(settings),
@@ -192,13 +192,13 @@ def attachment_paths(settings: Settings) -> dict[str, Any]:
             )
         },
         "/api/uploads/{upload_id}/complete": {
-            "post": base._operation(
+            "post": parts.operation(
                 "completeUpload",
                 "attachments",
                 "Check the uploaded object and mark the upload ready",
                 {
-                    "200": base._ok("The upload, status ready.", base._ref("Upload")),
-                    **base._error_responses(
+                    "200": parts.ok("The upload, status ready.", parts.ref("Upload")),
+                    **parts.error_responses(
                         *auth, "upload_not_found", "upload_missing", "upload_size_mismatch",
                         "upload_type_mismatch", *server, storage,
                     ),
@@ -211,13 +211,13 @@ def attachment_paths(settings: Settings) -> dict[str, Any]:
             )
         },
         "/api/attachments/{attachment_id}": {
-            "get": base._operation(
+            "get": parts.operation(
                 "getAttachment",
                 "attachments",
                 "Redirect to a short-lived download URL",
                 {
-                    "200": base._ok("With ?redirect=false: the download URL.",
-                                    base._ref("AttachmentUrl")),
+                    "200": parts.ok("With ?redirect=false: the download URL.",
+                                    parts.ref("AttachmentUrl")),
                     "302": {
                         "description": "Location: the download URL (also in the body).",
                         "headers": {
@@ -226,9 +226,9 @@ def attachment_paths(settings: Settings) -> dict[str, Any]:
                                 "schema": {"type": "string", "format": "uri"},
                             }
                         },
-                        "content": base._json_content(base._ref("AttachmentUrl")),
+                        "content": parts.json_content(parts.ref("AttachmentUrl")),
                     },
-                    **base._error_responses(
+                    **parts.error_responses(
                         *auth, "attachment_not_found", "validation_error", *server, storage,
                         field="redirect",
                     ),
@@ -249,13 +249,13 @@ def attachment_paths(settings: Settings) -> dict[str, Any]:
             )
         },
         "/api/storage/{token}": {
-            "put": base._operation(
+            "put": parts.operation(
                 "putStoredObject",
                 "attachments",
                 "Upload a file's bytes (local storage only; signed URL)",
                 {
-                    "200": base._ok("Stored.", base._ref("Stored")),
-                    **base._error_responses(
+                    "200": parts.ok("Stored.", parts.ref("Stored")),
+                    **parts.error_responses(
                         "invalid_signature", "not_found", "upload_size_mismatch",
                         "upload_type_mismatch", *server,
                     ),
@@ -272,7 +272,7 @@ def attachment_paths(settings: Settings) -> dict[str, Any]:
                     },
                 },
             ),
-            "get": base._operation(
+            "get": parts.operation(
                 "getStoredObject",
                 "attachments",
                 "Download a file (local storage only; signed URL)",
@@ -284,7 +284,7 @@ def attachment_paths(settings: Settings) -> dict[str, Any]:
                             "*/*": {"schema": {"type": "string", "format": "binary"}}
                         },
                     },
-                    **base._error_responses("invalid_signature", "not_found", "internal_error"),
+                    **parts.error_responses("invalid_signature", "not_found", "internal_error"),
                 },
                 auth=False,
                 description="The URL GET /api/attachments/{id} redirects to when no S3 is "

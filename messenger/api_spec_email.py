@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from config.settings import Settings
-from messenger import api_spec as base
+from messenger import api_spec_parts as parts
 
 #: Longest token accepted in a body (issued tokens are 43 characters).
 EMAIL_TOKEN_MAX = 256
@@ -18,7 +18,7 @@ EMAIL_TOKEN_MAX = 256
 
 def email_schemas() -> dict[str, Any]:
     return {
-        "Status": base._object(
+        "Status": parts.object_schema(
             {"status": {"type": "string"}},
             description="A one-word outcome.",
             examples=[{"status": "queued"}],
@@ -36,11 +36,11 @@ def _token() -> dict[str, Any]:
 
 
 def _status(description: str, value: str) -> dict[str, Any]:
-    return base._ok(description, base._ref("Status"), {"status": value})
+    return parts.ok(description, parts.ref("Status"), {"status": value})
 
 
 def _page(operation_id: str, summary: str, description: str) -> dict[str, Any]:
-    return base._operation(
+    return parts.operation(
         operation_id,
         "email",
         summary,
@@ -56,49 +56,49 @@ def _page(operation_id: str, summary: str, description: str) -> dict[str, Any]:
 
 
 def email_paths(settings: Settings) -> dict[str, Any]:
-    password = base._password(
-        base.PASSWORD_MIN_CHARS,
-        f"The new password: at least {base.PASSWORD_MIN_CHARS} characters and at most "
-        f"{base.PASSWORD_MAX_BYTES} bytes in UTF-8.",
+    password = parts.password(
+        parts.PASSWORD_MIN_CHARS,
+        f"The new password: at least {parts.PASSWORD_MIN_CHARS} characters and at most "
+        f"{parts.PASSWORD_MAX_BYTES} bytes in UTF-8.",
     )
     return {
         "/api/auth/verify": {
-            "post": base._operation(
+            "post": parts.operation(
                 "verifyEmail",
                 "email",
                 "Verify the account's email with the emailed token",
                 {
-                    "200": base._ok("Verified; the caller's record.", base._ref("UserWithEmail")),
-                    **base._error_responses(
-                        "invalid_email_token", *base._BODY_ERRORS, *base._SERVER_ERRORS,
+                    "200": parts.ok("Verified; the caller's record.", parts.ref("UserWithEmail")),
+                    **parts.error_responses(
+                        "invalid_email_token", *parts.BODY_ERRORS, *parts.SERVER_ERRORS,
                         field="token",
                     ),
                 },
                 auth=False,
                 description="The token works once, until EMAIL_VERIFY_TOKEN_TTL_SECONDS "
                 f"(default {settings.email_verify_token_ttl}) after it was sent.",
-                request_body=base._json_body(
-                    base._request_object({"token": _token()}, ["token"]),
+                request_body=parts.json_body(
+                    parts.request_object({"token": _token()}, ["token"]),
                     {"token": "mB0nQ0x4Yv7yQ2o1JfY0b1i5m8N2b6cXnV3aQk9dEwE"},
                 ),
             )
         },
         "/api/auth/verify/resend": {
-            "post": base._operation(
+            "post": parts.operation(
                 "resendVerification",
                 "email",
                 "Send the verification email again",
                 {
                     "202": _status("A new verification email is queued.", "queued"),
-                    **base._error_responses(
-                        *base._AUTH_ERRORS, "email_already_verified", "resend_too_soon",
-                        "rate_limited", *base._SERVER_ERRORS,
+                    **parts.error_responses(
+                        *parts.AUTH_ERRORS, "email_already_verified", "resend_too_soon",
+                        "rate_limited", *parts.SERVER_ERRORS,
                     ),
                 },
                 description="At most one verification email per account per "
                 "EMAIL_RESEND_INTERVAL_SECONDS (default "
                 f"{settings.email_resend_interval:g}); a 429 carries Retry-After."
-                + base._limits_note(
+                + parts.limits_note(
                     ("AUTH_LIMIT_RESEND_PER_IP", settings.auth_limit_resend_per_ip,
                      "requests per client address"),
                     ("AUTH_LIMIT_RESEND_PER_ACCOUNT", settings.auth_limit_resend_per_account,
@@ -107,7 +107,7 @@ def email_paths(settings: Settings) -> dict[str, Any]:
             )
         },
         "/api/auth/password-reset/request": {
-            "post": base._operation(
+            "post": parts.operation(
                 "requestPasswordReset",
                 "email",
                 "Ask for a password-reset email",
@@ -115,27 +115,27 @@ def email_paths(settings: Settings) -> dict[str, Any]:
                     "202": _status(
                         "Always, whether or not an account has this email.", "accepted"
                     ),
-                    **base._error_responses(
-                        *base._BODY_ERRORS, "rate_limited", *base._SERVER_ERRORS, field="email"
+                    **parts.error_responses(
+                        *parts.BODY_ERRORS, "rate_limited", *parts.SERVER_ERRORS, field="email"
                     ),
                 },
                 auth=False,
                 description="Answered before the account is looked up, so neither the answer "
                 "nor its timing tells whether the email has an account."
-                + base._limits_note(
+                + parts.limits_note(
                     ("AUTH_LIMIT_RESET_PER_IP", settings.auth_limit_reset_per_ip,
                      "requests per client address"),
                     ("AUTH_LIMIT_RESET_PER_EMAIL", settings.auth_limit_reset_per_email,
                      "per email, whether or not an account has it"),
                 ),
-                request_body=base._json_body(
-                    base._request_object({"email": base._email()}, ["email"]),
+                request_body=parts.json_body(
+                    parts.request_object({"email": parts.email()}, ["email"]),
                     {"email": "ann@example.com"},
                 ),
             )
         },
         "/api/auth/password-reset/confirm": {
-            "post": base._operation(
+            "post": parts.operation(
                 "confirmPasswordReset",
                 "email",
                 "Set a new password with the emailed token",
@@ -145,21 +145,21 @@ def email_paths(settings: Settings) -> dict[str, Any]:
                         "revoked.",
                         "password_changed",
                     ),
-                    **base._error_responses(
-                        "invalid_email_token", *base._BODY_ERRORS, "rate_limited",
-                        *base._SERVER_ERRORS, field="password",
+                    **parts.error_responses(
+                        "invalid_email_token", *parts.BODY_ERRORS, "rate_limited",
+                        *parts.SERVER_ERRORS, field="password",
                     ),
                 },
                 auth=False,
                 description="The token works once, until PASSWORD_RESET_TOKEN_TTL_SECONDS "
                 f"(default {settings.password_reset_token_ttl}) after it was sent. The email "
                 "counts as verified afterwards."
-                + base._limits_note(
+                + parts.limits_note(
                     ("AUTH_LIMIT_RESET_CONFIRM_PER_IP", settings.auth_limit_reset_confirm_per_ip,
                      "attempts per client address"),
                 ),
-                request_body=base._json_body(
-                    base._request_object(
+                request_body=parts.json_body(
+                    parts.request_object(
                         {"token": _token(), "password": password}, ["token", "password"]
                     ),
                     {"token": "mB0nQ0x4Yv7yQ2o1JfY0b1i5m8N2b6cXnV3aQk9dEwE",

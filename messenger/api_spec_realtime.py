@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from config.settings import Settings
-from messenger import api_spec as base
+from messenger import api_spec_parts as parts
 
 
 def realtime_schemas() -> dict[str, Any]:
@@ -29,7 +29,7 @@ def realtime_schemas() -> dict[str, Any]:
         "EventBatch": {
             "type": "object",
             "properties": {
-                "events": {"type": "array", "items": base._ref("Event")},
+                "events": {"type": "array", "items": parts.ref("Event")},
                 "last_event_id": {
                     "type": "integer",
                     "minimum": 0,
@@ -39,8 +39,8 @@ def realtime_schemas() -> dict[str, Any]:
             "required": ["events", "last_event_id"],
             "additionalProperties": False,
             "examples": [{
-                "events": [{"event_id": 42, "type": "typing", "chat_id": base._EXAMPLE_CHAT_ID,
-                            "user_id": base._EXAMPLE_OTHER_ID, "is_typing": True}],
+                "events": [{"event_id": 42, "type": "typing", "chat_id": parts.EXAMPLE_CHAT_ID,
+                            "user_id": parts.EXAMPLE_OTHER_ID, "is_typing": True}],
                 "last_event_id": 42,
             }],
         },
@@ -61,15 +61,15 @@ def realtime_paths(settings: Settings) -> dict[str, Any]:
     no_content = {"204": {"description": "Done."}}
     return {
         "/ws": {
-            "get": base._operation(
+            "get": parts.operation(
                 "openWebSocket",
                 "realtime",
                 "Open the user's WebSocket session (frames: API_CONTRACT.md §8)",
                 {
                     "101": {"description": "Switching Protocols: the session is open."},
-                    **base._error_responses(
-                        "websocket_required", *base._AUTH_ERRORS, "origin_not_allowed",
-                        "validation_error", "too_many_sessions", *base._SERVER_ERRORS,
+                    **parts.error_responses(
+                        "websocket_required", *parts.AUTH_ERRORS, "origin_not_allowed",
+                        "validation_error", "too_many_sessions", *parts.SERVER_ERRORS,
                         field="last_event_id",
                     ),
                 },
@@ -90,15 +90,15 @@ def realtime_paths(settings: Settings) -> dict[str, Any]:
             )
         },
         "/api/events": {
-            "get": base._operation(
+            "get": parts.operation(
                 "pollEvents",
                 "realtime",
                 "Long-poll the user's event stream",
                 {
-                    "200": base._ok("Events after last_event_id (possibly none).",
-                                    base._ref("EventBatch")),
-                    **base._error_responses(
-                        *base._AUTH_ERRORS, "validation_error", *base._SERVER_ERRORS,
+                    "200": parts.ok("Events after last_event_id (possibly none).",
+                                    parts.ref("EventBatch")),
+                    **parts.error_responses(
+                        *parts.AUTH_ERRORS, "validation_error", *parts.SERVER_ERRORS,
                         field="timeout",
                     ),
                 },
@@ -120,22 +120,22 @@ def realtime_paths(settings: Settings) -> dict[str, Any]:
             )
         },
         "/api/chats/{chat_id}/typing": {
-            "post": base._operation(
+            "post": parts.operation(
                 "setTyping",
                 "realtime",
                 "Start or stop typing in a chat (for polling clients)",
                 {
                     **no_content,
-                    **base._error_responses(
-                        *base._AUTH_ERRORS, *base._BODY_ERRORS, "chat_not_found",
-                        *base._SERVER_ERRORS, field="is_typing",
+                    **parts.error_responses(
+                        *parts.AUTH_ERRORS, *parts.BODY_ERRORS, "chat_not_found",
+                        *parts.SERVER_ERRORS, field="is_typing",
                     ),
                 },
                 description="The other members get a `typing` event; typing expires after "
                 "TYPING_TTL_SECONDS without a new start.",
-                parameters=[base._path_param("chat_id", "The chat.")],
-                request_body=base._json_body(
-                    base._request_object({"is_typing": {"type": "boolean"}}, ["is_typing"]),
+                parameters=[parts.path_param("chat_id", "The chat.")],
+                request_body=parts.json_body(
+                    parts.request_object({"is_typing": {"type": "boolean"}}, ["is_typing"]),
                     {"is_typing": True},
                 ),
             )

@@ -123,6 +123,14 @@ class AppendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SenderNotMember:
+    """``append_messages`` refused this draft: its sender is not a member of the chat (the
+    store checks it atomically with the write, whatever a caller's member cache says)."""
+
+    sender_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatView:
     """A chat as one member sees it: with the last message and the member's read position."""
 

@@ -37,7 +37,7 @@ class Services:
     mail_workers: MailWorkers = field(init=False)
 
     def __post_init__(self) -> None:
-        self.realtime = RealtimeHub(self)
+        self.realtime = RealtimeHub(self.settings, self.store, attachments=self.chats)
         self.chats.set_notifier(self.realtime)
         self.email = EmailService(self.settings, self.store, self.accounts)
         self.mail_workers = MailWorkers(self.settings, self.store, self.email)

@@ -31,6 +31,7 @@ from messenger.models import (
     MessageDraft,
     RefreshSpend,
     RefreshToken,
+    SenderNotMember,
     User,
 )
 from messenger.store import EmailTaken, Store, StoreUnavailable
@@ -473,6 +474,40 @@ async def test_append_gives_consecutive_seqs_from_one(store: Store) -> None:
         assert before <= message.created_at <= utcnow()
         assert await store.get_message(chat.id, message.id) == message
     assert await last_seq(store, chat) == 7
+
+
+async def test_append_refuses_senders_who_are_not_members(store: Store) -> None:
+    """The store is the last word on membership: checked atomically with the write."""
+    ann, bob, eve = await new_users(store, 3)
+    chat = await new_group(store, [ann, bob])
+    [kept] = await store.append_messages(chat.id, [MessageDraft(bob.id, "hi", "bob-1")])
+    assert isinstance(kept, AppendResult) and kept.message.seq == 1
+    await store.remove_member(chat.id, bob.id)
+    results = await store.append_messages(chat.id, [
+        MessageDraft(ann.id, "one"),
+        MessageDraft(bob.id, "after leaving"),
+        MessageDraft(eve.id, "never a member"),
+        MessageDraft(ann.id, "two"),
+        MessageDraft(bob.id, "hi", "bob-1"),  # a replay of what bob sent as a member
+        MessageDraft(bob.id, "again", "bob-2"),
+    ])
+    assert results[1] == SenderNotMember(bob.id)
+    assert results[2] == SenderNotMember(eve.id)
+    assert results[5] == SenderNotMember(bob.id)
+    accepted = [results[0], results[3]]
+    assert all(isinstance(r, AppendResult) and r.created for r in accepted)
+    assert [r.message.seq for r in accepted] == [2, 3]  # refused drafts take no seq
+    assert isinstance(results[4], AppendResult) and results[4].message == kept.message
+    assert not results[4].created
+    messages, _ = await store.list_messages(chat.id, None, 50)
+    assert [m.text for m in messages] == ["hi", "one", "two"]
+    assert await last_seq(store, chat) == 3
+    # only refusals: nothing is stored and no seq is taken
+    assert await store.append_messages(chat.id, [MessageDraft(eve.id, "x")]) == [
+        SenderNotMember(eve.id)
+    ]
+    [next_one] = await store.append_messages(chat.id, [MessageDraft(ann.id, "three")])
+    assert isinstance(next_one, AppendResult) and next_one.message.seq == 4
 
 
 async def test_append_of_nothing_returns_nothing(store: Store) -> None:

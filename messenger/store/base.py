@@ -12,6 +12,12 @@ Nothing outside ``messenger.store`` knows which adapter is in use; both pass
   and no duplicates under concurrent callers in one process), is idempotent per
   ``(chat_id, sender_id, client_msg_id)``, moves the chat's ``last_activity_at``, and moves each
   sender's read position up to its own message.
+  **The store is the last word on membership**: a new message whose sender is not a member of
+  the chat at the moment of the write is refused (``SenderNotMember`` in its place, nothing
+  stored, no ``seq`` taken) — checked atomically with the write (SQLite: in its transaction;
+  MongoDB: in the same single-document update that takes the seqs), so a caller's stale member
+  cache can never let a removed member send. A replay of a message stored while the sender was
+  a member still returns that original.
 * Read positions only move forward and never past ``last_seq``.
 * Adapters use no multi-document transactions on MongoDB: single-document atomic updates, unique
   indexes and idempotent retries.
@@ -81,6 +87,7 @@ from messenger.models import (
     Message,
     MessageDraft,
     OutboxMail,
+    SenderNotMember,
     SpendResult,
     StoredEvent,
     Upload,
@@ -184,11 +191,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def append_messages(
         self, chat_id: str, drafts: Sequence[MessageDraft]
-    ) -> list[AppendResult]:
+    ) -> list[AppendResult | SenderNotMember]:
         """Append a batch to one existing chat; one result per draft, in order.
 
         Drafts whose ``(sender_id, client_msg_id)`` was stored before (or repeats earlier in the
-        batch) return the original message with ``created=False`` and take no ``seq``.
+        batch) return the original message with ``created=False`` and take no ``seq``. A new
+        draft from a sender who is not a member gets ``SenderNotMember``.
         """
 
     @abc.abstractmethod

@@ -98,6 +98,7 @@ from messenger.models import (
     Message,
     MessageDraft,
     RefreshSpend,
+    SenderNotMember,
     SpendResult,
     StoredEvent,
     Upload,
@@ -541,7 +542,7 @@ class MongoStore(MongoEmailMixin, Store):
     # -- messages ----------------------------------------------------------------------------
     async def append_messages(
         self, chat_id: str, drafts: Sequence[MessageDraft]
-    ) -> list[AppendResult]:
+    ) -> list[AppendResult | SenderNotMember]:
         """See ``Store.append_messages``. Raises ``StoreError`` if the chat does not exist."""
         if not drafts:
             return []
@@ -566,7 +567,7 @@ class MongoStore(MongoEmailMixin, Store):
         chat_oid: ObjectId,
         senders: dict[str, ObjectId],
         drafts: list[MessageDraft],
-    ) -> list[AppendResult]:
+    ) -> list[AppendResult | SenderNotMember]:
         db = self._db
         async with self._chat_locks.hold(chat_id):
             results, created = await _append_locked(db, chat_id, chat_oid, senders, drafts)
@@ -769,7 +770,7 @@ async def _append_locked(
     chat_oid: ObjectId,
     senders: dict[str, ObjectId],
     drafts: list[MessageDraft],
-) -> tuple[list[AppendResult], list[Message]]:
+) -> tuple[list[AppendResult | SenderNotMember], list[Message]]:
     """Steps 1-3 of the module docstring: look up replays, reserve seqs, insert.
 
     Returns one result per draft and the messages this call actually stored.
@@ -814,42 +815,40 @@ async def _append_locked(
         return [AppendResult(item, False) for item in plan if isinstance(item, Message)], []
 
     now = utcnow()
-    chat = await db.chats.find_one_and_update(
-        {"_id": chat_oid},
-        {"$inc": {"last_seq": len(fresh)}, "$max": {"last_activity_at": now}},
-        projection={"last_seq": 1},
-        return_document=ReturnDocument.AFTER,
-    )
-    if chat is None:
-        raise StoreError(f"no chat {chat_id}")
-    first_seq = chat["last_seq"] - len(fresh) + 1
+    live = await _reserve_seqs(db, chat_id, chat_oid, senders, fresh, now)
     docs = [
         {
             "_id": ObjectId(),
             "chat_id": chat_oid,
-            "seq": first_seq + i,
-            "sender_id": senders[draft.sender_id],
-            "text": draft.text,
-            "client_msg_id": draft.client_msg_id,
+            "seq": seq,
+            "sender_id": senders[fresh[i].sender_id],
+            "text": fresh[i].text,
+            "client_msg_id": fresh[i].client_msg_id,
             "created_at": now,
         }
-        for i, draft in enumerate(fresh)
+        for i, seq in live.items()
     ]
-    for doc, draft in zip(docs, fresh, strict=True):
-        if draft.attachments:
-            doc["attachments"] = attachment_docs(draft.attachments)
-    messages: list[Message] = [to_message(doc) for doc in docs]
-    inserted = [True] * len(docs)
+    for doc, i in zip(docs, live, strict=True):
+        if fresh[i].attachments:
+            doc["attachments"] = attachment_docs(fresh[i].attachments)
+    # Per fresh draft: its message (None: refused, the sender is not a member).
+    messages: list[Message | None] = [None] * len(fresh)
+    for doc, i in zip(docs, live, strict=True):
+        messages[i] = to_message(doc)
+    inserted = [i in live for i in range(len(fresh))]
+    index_of = list(live)  # position in ``docs`` -> index into ``fresh``
     try:
-        await db.messages.insert_many(docs, ordered=False)
+        if docs:
+            await db.messages.insert_many(docs, ordered=False)
     except BulkWriteError as exc:
         if exc.details.get("writeConcernErrors"):
             raise StoreUnavailable(f"mongodb: {exc}") from exc
         for error in exc.details.get("writeErrors", []):
-            index = error["index"]
+            position = error["index"]
             if error.get("code") != DUPLICATE_KEY or not duplicate_on(error, "client_msg_id"):
-                raise StoreError(f"mongodb: message seq {docs[index]['seq']}: {error}") from exc
+                raise StoreError(f"mongodb: message seq {docs[position]['seq']}: {error}") from exc
             # Another process stored this client_msg_id first: answer with its message.
+            index = index_of[position]
             draft = fresh[index]
             original = await db.messages.find_one(
                 {
@@ -863,14 +862,54 @@ async def _append_locked(
             messages[index] = to_message(original)
             inserted[index] = False
 
-    results = [
-        AppendResult(item, False)
-        if isinstance(item, Message)
-        else AppendResult(messages[item[0]], inserted[item[0]] and item[1])
-        for item in plan
-    ]
-    created = [message for message, ok in zip(messages, inserted, strict=True) if ok]
+    results: list[AppendResult | SenderNotMember] = []
+    for item in plan:
+        if isinstance(item, Message):
+            results.append(AppendResult(item, False))
+            continue
+        message = messages[item[0]]
+        if message is None:
+            results.append(SenderNotMember(fresh[item[0]].sender_id))
+        else:
+            results.append(AppendResult(message, inserted[item[0]] and item[1]))
+    created = [m for m, ok in zip(messages, inserted, strict=True) if ok and m is not None]
     return results, created
+
+
+async def _reserve_seqs(
+    db: AsyncIOMotorDatabase,
+    chat_id: str,
+    chat_oid: ObjectId,
+    senders: dict[str, ObjectId],
+    fresh: list[MessageDraft],
+    now: datetime,
+) -> dict[int, int]:
+    """Take seqs for the drafts whose senders are members, in one single-document update that
+    also checks their membership (the store's last word on it): ``{fresh index: seq}``.
+
+    When a sender is not a member, the update matches nothing; the chat is read, the
+    non-members' drafts are left out, and the update is tried again for the rest.
+    """
+    live = list(range(len(fresh)))
+    for _ in range(ADD_MEMBERS_ATTEMPTS):
+        if not live:
+            return {}
+        needed = list(dict.fromkeys(senders[fresh[i].sender_id] for i in live))
+        chat = await db.chats.find_one_and_update(
+            {"_id": chat_oid, "member_ids": {"$all": needed}},
+            {"$inc": {"last_seq": len(live)}, "$max": {"last_activity_at": now}},
+            projection={"last_seq": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if chat is not None:
+            first = chat["last_seq"] - len(live) + 1
+            return {i: first + n for n, i in enumerate(live)}
+        doc = await db.chats.find_one({"_id": chat_oid}, {"member_ids": 1})
+        if doc is None:
+            raise StoreError(f"no chat {chat_id}")
+        members = set(doc["member_ids"])
+        live = [i for i in live if senders[fresh[i].sender_id] in members]
+    raise StoreError(f"chat {chat_id}: members kept changing while sending")
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ setting (``synchronous``), ``full`` by default:
   acknowledged transactions (the file is never corrupted).
 * ``extra``: ``full`` plus an fsync of the directory when the WAL is reset.
 
-The schema lives in ``sqlite_schema.py``.
+The schema lives in ``sqlite_schema.py``, the email methods in ``sqlite_email.py``, what both
+modules share (the write transaction, the users row) in ``sqlite_parts.py``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -47,6 +46,7 @@ from messenger.models import (
     MessageDraft,
     RefreshSpend,
     RefreshToken,
+    SenderNotMember,
     SpendResult,
     StoredEvent,
     Upload,
@@ -56,6 +56,7 @@ from messenger.models import (
 from messenger.store.base import Store
 from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
 from messenger.store.sqlite_email import SQLiteEmailMixin
+from messenger.store.sqlite_parts import USER_COLUMNS, Row, user_from_row, write_transaction
 from messenger.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 5_000
@@ -66,10 +67,7 @@ _IN_CHUNK = 500  # ids per ``IN (...)`` list, well under SQLite's bound-variable
 #: ``PRAGMA synchronous`` modes the store accepts (``SQLITE_SYNCHRONOUS``), by name and number.
 SYNCHRONOUS_MODES = {"normal": 1, "full": 2, "extra": 3}
 
-Row = tuple[Any, ...]
-
 # -- queries (module constants so scripts/bench_store can EXPLAIN QUERY PLAN them) ------------
-USER_COLUMNS = "id, email, display_name, password_hash, created_at, email_verified"
 CHAT_COLUMNS = "id, type, title, created_at, last_seq, last_activity_at"
 MESSAGE_COLUMNS = "id, chat_id, seq, sender_id, text, client_msg_id, created_at, attachments"
 UPLOAD_COLUMNS = (
@@ -115,6 +113,9 @@ SQL_RAISE_READ = """
     INSERT INTO read_positions (chat_id, user_id, seq) VALUES (?, ?, ?)
     ON CONFLICT (chat_id, user_id) DO UPDATE SET seq = max(seq, excluded.seq)
     RETURNING seq
+"""
+SQL_MEMBERS_AMONG = """
+    SELECT user_id FROM chat_members WHERE chat_id = ? AND user_id IN ({marks})
 """
 SQL_CHAT_MEMBERS = """
     SELECT chat_id, user_id FROM chat_members WHERE chat_id IN ({marks})
@@ -264,7 +265,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
     async def migrate(self) -> None:
         def op(conn: sqlite3.Connection) -> None:
             for number in range(_user_version(conn), SCHEMA_VERSION):
-                with _write(conn):
+                with write_transaction(conn):
                     if _user_version(conn) > number:  # another process got there first
                         continue
                     for statement in MIGRATIONS[number]:
@@ -282,7 +283,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         """Delete expired refresh tokens and the families left empty (the SQLite counterpart of
         MongoDB's TTL indexes); runs at migrate and then at most once per ``PURGE_INTERVAL``."""
         self._last_purge = time.monotonic()
-        with _write(conn):
+        with write_transaction(conn):
             conn.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?", (to_millis(utcnow()),))
             conn.execute(
                 "DELETE FROM token_families WHERE NOT EXISTS"
@@ -333,7 +334,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
                 f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)
             ).fetchone()
         )
-        return _user(row) if row else None
+        return user_from_row(row) if row else None
 
     async def get_user_by_email(self, email: str) -> User | None:
         row = await self._run(
@@ -341,10 +342,11 @@ class SQLiteStore(SQLiteEmailMixin, Store):
                 f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email,)
             ).fetchone()
         )
-        return _user(row) if row else None
+        return user_from_row(row) if row else None
 
     async def get_users(self, user_ids: Sequence[str]) -> list[User]:
-        return [_user(row) for row in await self._rows_by_ids(USER_COLUMNS, "users", user_ids)]
+        rows = await self._rows_by_ids(USER_COLUMNS, "users", user_ids)
+        return [user_from_row(row) for row in rows]
 
     async def _rows_by_ids(self, columns: str, table: str, ids: Sequence[str]) -> list[Row]:
         """``columns`` of the rows of ``table`` whose id is among ``ids``."""
@@ -369,7 +371,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         def op(conn: sqlite3.Connection) -> None:
             if time.monotonic() - self._last_purge > PURGE_INTERVAL_SECONDS:
                 self._purge_expired_tokens(conn)
-            with _write(conn):
+            with write_transaction(conn):
                 conn.execute(
                     "INSERT INTO token_families (id, user_id) VALUES (?, ?)"
                     " ON CONFLICT (id) DO NOTHING",
@@ -385,7 +387,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
 
     async def spend_refresh_token(self, jti: str) -> SpendResult:
         def op(conn: sqlite3.Connection) -> SpendResult:
-            with _write(conn):
+            with write_transaction(conn):
                 row = conn.execute(SQL_TOKEN_STATE, (jti,)).fetchone()
                 if row is None:
                     return SpendResult(RefreshSpend.UNKNOWN, None)
@@ -427,7 +429,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         members = tuple(dict.fromkeys(member_ids))
 
         def op(conn: sqlite3.Connection) -> tuple[Chat, bool]:
-            with _write(conn):
+            with write_transaction(conn):
                 if direct_key is not None:
                     row = conn.execute(
                         f"SELECT {CHAT_COLUMNS} FROM chats WHERE direct_key = ?", (direct_key,)
@@ -477,7 +479,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         """See ``Store.mark_read``. For a chat that does not exist: 0, and nothing stored."""
 
         def op(conn: sqlite3.Connection) -> int:
-            with _write(conn):
+            with write_transaction(conn):
                 row = conn.execute("SELECT last_seq FROM chats WHERE id = ?", (chat_id,)).fetchone()
                 if row is None:
                     return 0
@@ -492,7 +494,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         wanted = list(dict.fromkeys(user_ids))
 
         def op(conn: sqlite3.Connection) -> Chat:
-            with _write(conn):
+            with write_transaction(conn):
                 row = conn.execute(
                     f"SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?", (chat_id,)
                 ).fetchone()
@@ -515,7 +517,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
 
     async def remove_member(self, chat_id: str, user_id: str) -> Chat:
         def op(conn: sqlite3.Connection) -> Chat:
-            with _write(conn):
+            with write_transaction(conn):
                 row = conn.execute(
                     f"SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?", (chat_id,)
                 ).fetchone()
@@ -538,17 +540,24 @@ class SQLiteStore(SQLiteEmailMixin, Store):
     # -- messages ----------------------------------------------------------------------------
     async def append_messages(
         self, chat_id: str, drafts: Sequence[MessageDraft]
-    ) -> list[AppendResult]:
+    ) -> list[AppendResult | SenderNotMember]:
         """See ``Store.append_messages``. Raises ``StoreError`` if the chat does not exist."""
         if not drafts:
             return []
 
-        def op(conn: sqlite3.Connection) -> list[AppendResult]:
-            with _write(conn):
+        senders = sorted({draft.sender_id for draft in drafts})
+
+        def op(conn: sqlite3.Connection) -> list[AppendResult | SenderNotMember]:
+            with write_transaction(conn):
                 row = conn.execute("SELECT last_seq FROM chats WHERE id = ?", (chat_id,)).fetchone()
                 if row is None:
                     raise StoreError(f"no chat {chat_id}")
-                return _append(conn, chat_id, row[0], drafts)
+                # Membership is read in the write transaction itself: the last word.
+                members = {
+                    user_id for chunk in _chunks(senders) for (user_id,) in conn.execute(
+                        SQL_MEMBERS_AMONG.format(marks=_marks(chunk)), (chat_id, *chunk))
+                }
+                return _append(conn, chat_id, row[0], drafts, members)
 
         return await self._run(op)
 
@@ -582,7 +591,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
 
         def op(conn: sqlite3.Connection) -> list[int]:
             now_ms = to_millis(utcnow())
-            with _write(conn):
+            with write_transaction(conn):
                 [(head,)] = conn.execute(SQL_EVENT_HEAD).fetchall()
                 first = head + 1
                 conn.executemany(
@@ -622,7 +631,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         cutoff_ms = to_millis(created_before)
 
         def op(conn: sqlite3.Connection) -> int:
-            with _write(conn):
+            with write_transaction(conn):
                 [(floor,)] = conn.execute(SQL_NEWEST_EVENT_BEFORE, (cutoff_ms,)).fetchall()
                 if floor is None:
                     return 0
@@ -714,26 +723,18 @@ class SQLiteStore(SQLiteEmailMixin, Store):
 
 
 # -- helpers (worker thread) -----------------------------------------------------------------
-@contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
 def _append(
-    conn: sqlite3.Connection, chat_id: str, last_seq: int, drafts: Sequence[MessageDraft]
-) -> list[AppendResult]:
-    """The body of ``append_messages``, inside its transaction."""
+    conn: sqlite3.Connection,
+    chat_id: str,
+    last_seq: int,
+    drafts: Sequence[MessageDraft],
+    members: set[str],
+) -> list[AppendResult | SenderNotMember]:
+    """The body of ``append_messages``, inside its transaction; ``members`` are the senders
+    who are members of the chat now."""
     now = utcnow()
     now_ms = to_millis(now)
-    results: list[AppendResult] = []
+    results: list[AppendResult | SenderNotMember] = []
     by_client_id: dict[tuple[str, str], Message] = {}
     new_rows: list[Row] = []
     rows_with_attachments: list[Row] = []
@@ -751,6 +752,9 @@ def _append(
                 by_client_id[key] = earlier
                 results.append(AppendResult(earlier, False))
                 continue
+        if draft.sender_id not in members:
+            results.append(SenderNotMember(draft.sender_id))
+            continue
         last_seq += 1
         message = Message(
             new_id(),
@@ -827,12 +831,6 @@ def _recipients(user_ids: Sequence[str]) -> tuple[str, ...]:
 def _event(row: Row) -> StoredEvent:
     event_id, recipients, payload, created_ms = row
     return StoredEvent(event_id, tuple(recipients.split()), bytes(payload), from_millis(created_ms))
-
-
-def _user(row: Row) -> User:
-    user_id, email, display_name, password_hash, created_ms, verified = row
-    return User(user_id, email, display_name, bytes(password_hash), from_millis(created_ms),
-                bool(verified))
 
 
 def _chat(row: Row, member_ids: tuple[str, ...]) -> Chat:

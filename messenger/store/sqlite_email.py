@@ -11,14 +11,12 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from messenger.clock import from_millis, to_millis, utcnow
 from messenger.models import DigestCheck, EmailTokenPurpose, MailStatus, OutboxMail, User
-
-Row = tuple[Any, ...]
+from messenger.store.sqlite_parts import USER_COLUMNS, Row, user_from_row, write_transaction
 
 OUTBOX_COLUMNS = (
     "id, kind, recipient, message, status, attempts, next_attempt_at, created_at, lease_id,"
@@ -42,20 +40,6 @@ SQL_DIGEST_CHECKS = """
 """
 
 
-def _write(conn: sqlite3.Connection) -> AbstractContextManager[None]:
-    """``sqlite._write`` (one ``BEGIN IMMEDIATE`` transaction), bound late: that module imports
-    this one."""
-    from messenger.store.sqlite import _write as write
-
-    return write(conn)
-
-
-def _user(row: Row) -> User:
-    from messenger.store.sqlite import _user as user
-
-    return user(row)
-
-
 class SQLiteEmailMixin:
     """Email, outbox and digest methods of ``SQLiteStore`` (see ``Store`` for the semantics)."""
 
@@ -63,8 +47,6 @@ class SQLiteEmailMixin:
 
     # -- users -----------------------------------------------------------------------------------
     async def set_email_verified(self, user_id: str) -> User | None:
-        from messenger.store.sqlite import USER_COLUMNS
-
         def op(conn: sqlite3.Connection) -> Row | None:
             return conn.execute(
                 f"UPDATE users SET email_verified = 1 WHERE id = ? RETURNING {USER_COLUMNS}",
@@ -72,11 +54,11 @@ class SQLiteEmailMixin:
             ).fetchone()
 
         row = await self._run(op)
-        return _user(row) if row else None
+        return user_from_row(row) if row else None
 
     async def set_password(self, user_id: str, password_hash: bytes) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
-            with _write(conn):
+            with write_transaction(conn):
                 changed = conn.execute(
                     "UPDATE users SET password_hash = ? WHERE id = ?",
                     (bytes(password_hash), user_id),
@@ -91,7 +73,7 @@ class SQLiteEmailMixin:
         self, token_hash: str, user_id: str, purpose: EmailTokenPurpose, expires_at: datetime
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            with _write(conn):
+            with write_transaction(conn):
                 conn.execute("DELETE FROM email_tokens WHERE expires_at <= ?",
                              (to_millis(utcnow()),))
                 conn.execute(
@@ -104,7 +86,7 @@ class SQLiteEmailMixin:
 
     async def consume_email_token(self, token_hash: str, purpose: EmailTokenPurpose) -> str | None:
         def op(conn: sqlite3.Connection) -> str | None:
-            with _write(conn):
+            with write_transaction(conn):
                 row = conn.execute(
                     "DELETE FROM email_tokens WHERE token_hash = ? AND purpose = ?"
                     " RETURNING user_id, expires_at",
@@ -126,7 +108,7 @@ class SQLiteEmailMixin:
         now_ms = to_millis(now)
 
         def op(conn: sqlite3.Connection) -> float:
-            with _write(conn):
+            with write_transaction(conn):
                 row = conn.execute("SELECT at FROM send_slots WHERE key = ?", (key,)).fetchone()
                 if row is not None:
                     left = row[0] + interval * 1000 - now_ms
@@ -154,7 +136,7 @@ class SQLiteEmailMixin:
         lease_id = secrets.token_hex(12)
 
         def op(conn: sqlite3.Connection) -> Row | None:
-            with _write(conn):
+            with write_transaction(conn):
                 due = conn.execute(SQL_DUE_MAIL, (to_millis(now),)).fetchone()
                 if due is None:
                     return None

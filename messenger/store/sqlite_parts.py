@@ -1,0 +1,38 @@
+"""What the SQLite adapter's modules share (``sqlite.py``, ``sqlite_email.py``): the write
+transaction, the row type and the users row. Both import this module; neither imports the other
+back, so the adapter has no import cycle.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from messenger.clock import from_millis
+from messenger.models import User
+
+Row = tuple[Any, ...]
+
+USER_COLUMNS = "id, email, display_name, password_hash, created_at, email_verified"
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def user_from_row(row: Row) -> User:
+    """A ``User`` from a row of ``USER_COLUMNS``."""
+    user_id, email, display_name, password_hash, created_ms, verified = row
+    return User(user_id, email, display_name, bytes(password_hash), from_millis(created_ms),
+                bool(verified))
