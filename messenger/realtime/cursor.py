@@ -40,9 +40,8 @@ class StreamCursor[T]:
     offset: int = 0
     hold: float = 0.5
     max_held: int = 10_000
-    _held: dict[int, T] = field(default_factory=dict)
+    _held: dict[int, tuple[T, float]] = field(default_factory=dict)  # offset: (item, arrived)
     _ready: list[tuple[int, T]] = field(default_factory=list)
-    _gap_since: float | None = None
     broken: bool = False
 
     def accept(self, epoch: Hashable, offset: int, item: T, now: float) -> Verdict:
@@ -58,14 +57,11 @@ class StreamCursor[T]:
             if len(self._held) >= self.max_held:
                 self.broken = True
                 return Verdict.RESYNC
-            self._held[offset] = item
-            if self._gap_since is None:
-                self._gap_since = now
+            self._held[offset] = (item, now)
             return Verdict.GAP
         self._advance(offset, item)
         while self.offset + 1 in self._held:
-            self._advance(self.offset + 1, self._held.pop(self.offset + 1))
-        self._gap_since = now if self._held else None
+            self._advance(self.offset + 1, self._held.pop(self.offset + 1)[0])
         return Verdict.DELIVER
 
     def _advance(self, offset: int, item: T) -> None:
@@ -84,10 +80,12 @@ class StreamCursor[T]:
         return self.offset + 1, min(self._held) - 1
 
     def fill_due(self, now: float) -> tuple[int, int] | None:
-        """The range to read from the store once a gap has been held ``hold`` seconds."""
-        if self._gap_since is None or now - self._gap_since < self.hold:
+        """The range to read from the store once the first event beyond the gap has been
+        held ``hold`` seconds."""
+        if not self._held:
             return None
-        return self.missing()
+        _item, arrived = self._held[min(self._held)]
+        return self.missing() if now - arrived >= self.hold else None
 
     @property
     def held(self) -> int:
