@@ -159,6 +159,16 @@ class StoredEvent:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One stored event of a stream (docs/REALTIME_STREAMS.md): offsets have no holes."""
+
+    stream: str  # "u:<user id>" or "c:<chat id>"
+    offset: int  # 1, 2, 3, ... per stream, taken with the durable write; never reused
+    payload: bytes
+    created_at: datetime
+
+
 class RefreshSpend(StrEnum):
     SPENT = "spent"  # the token was live and is now spent: issue the next pair
     REUSED = "reused"  # the token had been spent before: revoke its family

@@ -51,17 +51,16 @@ import asyncio
 import contextlib
 import enum
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from messenger.ids import is_valid_id
+from messenger.store.streams import STREAM_KEY
 
 log = logging.getLogger("messenger.realtime.broker")
 
 #: ``u:<user id>`` (a user's stream) or ``c:<chat id>`` (a large chat's stream).
-STREAM_KEY = re.compile(r"[uc]:[0-9a-f]{24}")
 MAX_EPOCH_CHARS = 64
 MAX_CONTROL_FIELDS = 16
 MAX_CONTROL_VALUE_CHARS = 256

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass, field
 
 import orjson
 
+from messenger.store.streams import STREAM_KEY
+
 PREFIX = "v1."
 MAX_CURSOR_CHARS = 2048
 MAX_STREAMS = 64
-_STREAM = re.compile(r"[a-z]:[0-9a-f]{24}")
 MAX_OFFSET = 2**53
 
 
@@ -57,7 +57,7 @@ class ResumeCursor:
         if len(positions) > MAX_STREAMS:
             raise CursorError("the cursor names too many streams")
         for stream, offset in positions.items():
-            if not _STREAM.fullmatch(stream) or type(offset) is not int \
+            if not STREAM_KEY.fullmatch(stream) or type(offset) is not int \
                     or not 0 <= offset <= MAX_OFFSET:
                 raise CursorError("the cursor is malformed")
         return cls(epoch, dict(positions))

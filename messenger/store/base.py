@@ -43,6 +43,35 @@ Nothing outside ``messenger.store`` knows which adapter is in use; both pass
   ``before`` and deletes every event with ``id <= floor`` (with a monotonic clock: exactly the
   events created before ``before``); it returns how many it deleted. The floor is raised before
   anything is deleted, so a reader that checks ``after_id >= floor`` first never misses an event.
+* Streams (docs/REALTIME_STREAMS.md): a stream key is ``u:<user id>`` or ``c:<chat id>``, the
+  whole string; any other key raises ``StoreError`` in every stream method.
+  ``append_stream(stream, payloads)`` stores the payloads as the stream's next entries and returns
+  their offsets, increasing in batch order (consecutive unless another writer's entries land in
+  between; on SQLite always consecutive). **Offsets have no holes and are never reused**: an
+  offset is taken by the durable insert of its entry under a unique index on
+  ``(stream, offset)``, nothing is reserved beforehand, and a writer that loses a race goes on
+  after the entries that beat it (``StoreError`` after ``streams.APPEND_ATTEMPTS`` lost runs).
+  So an offset above the floor exists exactly when its entry does, and when offset *n* is
+  visible every offset from the floor up to *n* is stored. A failed or cancelled append leaves
+  no hole (what it stored stays). Within one process, appends to one stream are written in the
+  order of the calls: a call made later gets larger offsets.
+  ``read_stream(stream, after, limit)``: up to ``limit`` entries with ``offset > after``,
+  ascending. ``stream_bounds(streams)`` is ``{stream: (floor, head)}`` for each key given (in
+  that order, once): ``head`` the largest offset ever stored (0 for none), ``floor`` such that
+  every offset in ``(floor, head]`` is stored (0 until trimmed); one query for the whole list.
+  ``trim_streams(before)`` raises each stream's floor (never lowers it) to its largest offset
+  created before ``before`` **before** deleting the entries at or below it, and never deletes a
+  stream's newest entry: the head stays readable from the entries, so the next append continues
+  at head + 1 (the newest entry stays even when it is old; it is at or below the floor, so no
+  reader is given it again). It returns how many entries it deleted. With a monotonic clock the
+  floor is exactly the last entry created before ``before``; skew between processes only moves
+  which entries a trim takes. A reader checks ``after >= floor`` (else it resyncs) and then
+  reads: with no holes the entries come as ``after + 1, after + 2, ...``; reading the floor again
+  afterwards tells a page that a concurrent trim cut into (the floor is above ``after`` now:
+  resync). ``stream_epoch()`` is a short string (16 hex digits) made once per database (by
+  ``migrate``, race-free: processes starting together agree), the same for every store object
+  on that database ever after; a new database has a new one, so offsets of two databases are
+  never confused.
 * A draft's ``attachments`` are stored with its message (and come back with it everywhere), and
   their uploads count as attached from then on (``Upload.attached``; SQLite: in the same
   transaction; MongoDB: right after the insert, and ``list_unattached_uploads`` repairs a flag a
@@ -90,6 +119,7 @@ from messenger.models import (
     SenderNotMember,
     SpendResult,
     StoredEvent,
+    StreamEntry,
     Upload,
     User,
 )
@@ -228,6 +258,31 @@ class Store(abc.ABC):
     async def purge_events(self, created_before: datetime) -> int:
         """Delete the events created before ``created_before`` (see the module docstring for
         the floor); return how many were deleted."""
+
+    # -- streams (gap-free offsets; docs/REALTIME_STREAMS.md) ------------------------------------
+    @abc.abstractmethod
+    async def stream_epoch(self) -> str:
+        """The store's stream epoch: made once per database, the same ever after."""
+
+    @abc.abstractmethod
+    async def append_stream(self, stream: str, payloads: Sequence[bytes]) -> list[int]:
+        """Append to one stream; the offsets the payloads took, increasing in batch order, with
+        no holes (see the module docstring). A malformed stream key raises ``StoreError``."""
+
+    @abc.abstractmethod
+    async def read_stream(self, stream: str, after: int, limit: int) -> list[StreamEntry]:
+        """Up to ``limit`` entries of the stream with ``offset > after``, ascending."""
+
+    @abc.abstractmethod
+    async def stream_bounds(self, streams: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``{stream: (floor, head)}`` for each key given: every offset in ``(floor, head]`` is
+        stored; ``head`` is the largest offset ever stored (both 0 for an empty stream)."""
+
+    @abc.abstractmethod
+    async def trim_streams(self, created_before: datetime) -> int:
+        """Retention: per stream, raise the floor to the largest offset created before
+        ``created_before``, then delete the entries at or below it except the stream's newest;
+        return how many were deleted."""
 
     # -- uploads and attachments ---------------------------------------------------------------
     @abc.abstractmethod

@@ -60,17 +60,18 @@ Consistency design — no multi-document transactions, no change streams: every 
 * ``list_chat_views`` is three queries whatever the page size: the chats (index
   ``member_ids, last_activity_at desc, _id desc``), their last messages (one ``$or`` of
   ``(chat_id, seq)`` pairs) and the caller's read positions (one ``$in`` on ``_id``).
+* Streams (gap-free offsets, no reservation: an offset is taken by the insert of its entry
+  under a unique index) are in ``mongo_streams.py``, the email methods in ``mongo_email.py``.
 
-Collections, indexes and the document shapes are in ``mongo_docs.py``. Datetimes are stored as
-BSON dates (millisecond precision, which ``messenger.clock.utcnow``
-already truncates to) and come back tz-aware in UTC.
+Collections, indexes, the document shapes and the translation of driver errors are in
+``mongo_docs.py``. Datetimes are stored as BSON dates (millisecond precision, which
+``messenger.clock.utcnow`` already truncates to) and come back tz-aware in UTC.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -78,15 +79,7 @@ from typing import Any
 from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne, WriteConcern
-from pymongo.errors import (
-    BulkWriteError,
-    ConnectionFailure,
-    DuplicateKeyError,
-    ExecutionTimeout,
-    InvalidOperation,
-    PyMongoError,
-    WriteConcernError,
-)
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from messenger.clock import utcnow
 from messenger.ids import is_valid_id
@@ -126,37 +119,15 @@ from messenger.store.mongo_docs import (
     to_user,
     upload_doc,
 )
+from messenger.store.mongo_docs import guarded as _guarded  # mongo_email.py binds it by this name
 from messenger.store.mongo_email import MongoEmailMixin
+from messenger.store.mongo_streams import MongoStreamsMixin, StreamQueue
+from messenger.store.streams import HeadCache
 
 #: How long a write waits for its write concern before failing (``StoreUnavailable``).
 WRITE_TIMEOUT_MS = 10_000
 #: ``add_members`` retries its conditional push this often while concurrent changes win.
 ADD_MEMBERS_ATTEMPTS = 20
-
-def _guarded[**P, T](fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Translate driver errors into ``StoreUnavailable`` / ``StoreError``."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except StoreError:
-            raise
-        except (ConnectionFailure, ExecutionTimeout, WriteConcernError) as exc:
-            # ConnectionFailure covers AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError.
-            raise StoreUnavailable(f"mongodb: {exc}") from exc
-        except BulkWriteError as exc:
-            if exc.details.get("writeConcernErrors"):
-                raise StoreUnavailable(f"mongodb: {exc}") from exc
-            raise StoreError(f"mongodb: {exc}") from exc
-        except InvalidOperation as exc:
-            if "close" in str(exc).lower():  # "Cannot use MongoClient after close"
-                raise StoreUnavailable("the mongodb store is closed") from exc
-            raise StoreError(f"mongodb: {exc}") from exc
-        except PyMongoError as exc:
-            raise StoreError(f"mongodb: {exc}") from exc
-
-    return wrapper
 
 
 class KeyedLocks:
@@ -186,7 +157,7 @@ class KeyedLocks:
                 del self._locks[key]
 
 
-class MongoStore(MongoEmailMixin, Store):
+class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
     """``Store`` on a MongoDB database; see the module docstring for the consistency design."""
 
     backend = "mongodb"
@@ -209,6 +180,9 @@ class MongoStore(MongoEmailMixin, Store):
         self._closed = False
         self._chat_locks = KeyedLocks()
         self._event_lock = asyncio.Lock()  # serialises append_events in this process
+        self._stream_queues: dict[str, StreamQueue] = {}  # append_stream, per stream
+        self._stream_heads = HeadCache()
+        self._epoch: str | None = None
         self._appends: set[asyncio.Task[Any]] = set()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -236,6 +210,7 @@ class MongoStore(MongoEmailMixin, Store):
             self._loop = loop
             self._chat_locks = KeyedLocks()
             self._event_lock = asyncio.Lock()
+            self._stream_queues = {}
         return self._database
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -244,6 +219,7 @@ class MongoStore(MongoEmailMixin, Store):
         db = self._db
         for name, indexes in INDEXES.items():
             await db[name].create_indexes(indexes)
+        await self.stream_epoch()  # made now if this database has none
 
     @_guarded
     async def ping(self) -> None:

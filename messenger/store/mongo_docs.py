@@ -1,4 +1,5 @@
-"""The MongoDB adapter's schema: collections and their indexes, ids, and documents <-> records.
+"""The MongoDB adapter's schema: collections and their indexes, ids, documents <-> records,
+and the translation of driver errors (``guarded``) that every part of the adapter uses.
 
 Ids are ObjectIds in the database (``_id`` and references) and 24-hex strings everywhere else;
 ``oid`` converts at the boundary and turns a malformed string into ``None``. Refresh-token jtis
@@ -7,11 +8,21 @@ and family ids are opaque strings and are stored as they are.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    ExecutionTimeout,
+    InvalidOperation,
+    PyMongoError,
+    WriteConcernError,
+)
 
 from messenger.ids import is_valid_id
 from messenger.models import (
@@ -21,11 +32,12 @@ from messenger.models import (
     Message,
     RefreshToken,
     StoredEvent,
+    StreamEntry,
     Upload,
     UploadStatus,
     User,
 )
-from messenger.store.errors import StoreError
+from messenger.store.errors import StoreError, StoreUnavailable
 
 Doc = dict[str, Any]
 
@@ -86,6 +98,14 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("r", ASCENDING), ("_id", ASCENDING)], name="recipient_id"),
         IndexModel([("t", ASCENDING)], name="created_at"),
     ],
+    # -- streams (docs/REALTIME_STREAMS.md; the adapter's part is mongo_streams.py) --
+    # {_id: ObjectId, s: stream key, o: offset, p: payload bytes, t: created_at}
+    # (s, o), unique: an offset is taken by the insert of its entry, never before; a stream's
+    # entries after an offset; its head as the largest key. t: each stream's newest old entry.
+    "stream_entries": [
+        IndexModel([("s", ASCENDING), ("o", ASCENDING)], unique=True, name="stream_offset"),
+        IndexModel([("t", ASCENDING)], name="created_at"),
+    ],
     # -- email (API_CONTRACT.md §10; the adapter's part is mongo_email.py) --
     # {_id: hex SHA-256 of the token, user_id: ObjectId, purpose: "verify"|"reset", expires_at}
     "email_tokens": [
@@ -110,6 +130,9 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     # Collection "counters" (no index of its own: only _id lookups): {_id: "events", seq: the
     # largest event id ever reserved, floor: every event with a larger id is still stored}.
+    # Collection "stream_floors" (only _id lookups): {_id: stream key, floor: every offset of
+    # the stream above it is stored}; none for a stream never trimmed (floor 0).
+    # Collection "store_meta" (only _id lookups): {_id: "stream_epoch", value: the epoch}.
 }
 
 #: ``_id`` of the event log's counter document in ``counters``.
@@ -136,6 +159,32 @@ def read_key(chat_id: str, user_id: str) -> str:
 
 
 # -- errors ----------------------------------------------------------------------------------
+def guarded[**P, T](fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Translate driver errors into ``StoreUnavailable`` / ``StoreError``."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except StoreError:
+            raise
+        except (ConnectionFailure, ExecutionTimeout, WriteConcernError) as exc:
+            # ConnectionFailure covers AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError.
+            raise StoreUnavailable(f"mongodb: {exc}") from exc
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise StoreUnavailable(f"mongodb: {exc}") from exc
+            raise StoreError(f"mongodb: {exc}") from exc
+        except InvalidOperation as exc:
+            if "close" in str(exc).lower():  # "Cannot use MongoClient after close"
+                raise StoreUnavailable("the mongodb store is closed") from exc
+            raise StoreError(f"mongodb: {exc}") from exc
+        except PyMongoError as exc:
+            raise StoreError(f"mongodb: {exc}") from exc
+
+    return wrapper
+
+
 def duplicate_on(details: Any, field: str) -> bool:
     """Whether a duplicate-key error (its ``details``, or one ``writeErrors`` entry) is a clash
     on an index that includes ``field``."""
@@ -249,6 +298,10 @@ def to_event(doc: Doc) -> StoredEvent:
     return StoredEvent(
         doc["_id"], tuple(str(user) for user in doc["r"]), bytes(doc["p"]), utc(doc["t"])
     )
+
+
+def to_stream_entry(doc: Doc) -> StreamEntry:
+    return StreamEntry(doc["s"], doc["o"], bytes(doc["p"]), utc(doc["t"]))
 
 
 def utc(value: datetime) -> datetime:

@@ -18,8 +18,9 @@ setting (``synchronous``), ``full`` by default:
   acknowledged transactions (the file is never corrupted).
 * ``extra``: ``full`` plus an fsync of the directory when the WAL is reset.
 
-The schema lives in ``sqlite_schema.py``, the email methods in ``sqlite_email.py``, what both
-modules share (the write transaction, the users row) in ``sqlite_parts.py``.
+The schema lives in ``sqlite_schema.py``, the email methods in ``sqlite_email.py``, the stream
+methods (gap-free offsets) in ``sqlite_streams.py``, what these modules share (the write
+transaction, the users row) in ``sqlite_parts.py``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
 from messenger.store.sqlite_email import SQLiteEmailMixin
 from messenger.store.sqlite_parts import USER_COLUMNS, Row, user_from_row, write_transaction
 from messenger.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from messenger.store.sqlite_streams import SQLiteStreamsMixin
 
 BUSY_TIMEOUT_MS = 5_000
 PURGE_INTERVAL_SECONDS = 3600.0
@@ -185,7 +187,7 @@ SQL_INSERT_EVENT = "INSERT INTO events (id, recipients, payload, created_at) VAL
 SQL_INSERT_EVENT_RECIPIENT = "INSERT INTO event_recipients (user_id, event_id) VALUES (?, ?)"
 
 
-class SQLiteStore(SQLiteEmailMixin, Store):
+class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
     """``Store`` on one SQLite file; see the module docstring for the threading model."""
 
     backend = "sqlite"
@@ -201,6 +203,7 @@ class SQLiteStore(SQLiteEmailMixin, Store):
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._closed = False
         self._last_purge = time.monotonic()  # migrate() purges at start
+        self._epoch: str | None = None  # the stream epoch, read once
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _run[T](self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -1,6 +1,6 @@
-"""What the SQLite adapter's modules share (``sqlite.py``, ``sqlite_email.py``): the write
-transaction, the row type and the users row. Both import this module; neither imports the other
-back, so the adapter has no import cycle.
+"""What the SQLite adapter's modules share (``sqlite.py``, ``sqlite_email.py``,
+``sqlite_streams.py``): the write transaction, the row type and the users row. They all import
+this module and it imports none of them, so the adapter has no import cycle.
 """
 
 from __future__ import annotations

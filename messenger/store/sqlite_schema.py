@@ -27,6 +27,10 @@ Every hot query has an index (checked by ``scripts/bench_store`` with EXPLAIN QU
   ``send_slots`` by key; ``outbox`` by id, pending ones by due time (the claim), finished ones by
   finish time (purging), by (recipient, created); ``presence`` by user, offline users by
   ``check_at`` (due digest checks); ``chats`` also by ``last_activity_at`` (the digest scan).
+* Streams (``sqlite_streams.py``): ``stream_entries`` by (stream, offset) (``WITHOUT ROWID``
+  primary key: the unique index that gives offsets, a stream's page after an offset, its head
+  as the largest key), by creation time (trimming); ``stream_floors`` by stream;
+  ``store_meta`` by key (the stream epoch).
 """
 
 from __future__ import annotations
@@ -220,6 +224,35 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX presence_digest_due ON presence (check_at) WHERE online = 0",
         # chats active since a time: the digest worker's scan for new messages
         "CREATE INDEX chats_activity ON chats (last_activity_at)",
+    ),
+    # streams with gap-free offsets (docs/REALTIME_STREAMS.md): one row per entry, the offset
+    # taken by its insert under the primary key; floors after trims; the store's epoch
+    (
+        """
+        CREATE TABLE stream_entries (
+            stream     TEXT NOT NULL,
+            offset     INTEGER NOT NULL,
+            payload    BLOB NOT NULL,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (stream, offset)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX stream_entries_created_at ON stream_entries (created_at)",
+        # every offset of the stream above floor is stored (no row: 0, never trimmed)
+        """
+        CREATE TABLE stream_floors (
+            stream TEXT PRIMARY KEY,
+            floor  INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE store_meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        # made once, here: this step runs in one write transaction, for one process only
+        "INSERT INTO store_meta (key, value) VALUES ('stream_epoch', lower(hex(randomblob(8))))",
     ),
 )
 

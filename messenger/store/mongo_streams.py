@@ -1,0 +1,357 @@
+"""The streams part of the MongoDB adapter (``Store.append_stream`` and friends; the design is in
+docs/REALTIME_STREAMS.md). Mixed into ``MongoStore``.
+
+No multi-document transactions: an entry's offset is taken by the insert of its document under
+the unique index ``stream_offset`` on ``(s, o)``, and nothing is reserved beforehand, so an
+offset exists exactly when its entry does and a writer that dies leaves no hole.
+
+* ``append_stream`` queues the batch behind the other appends to the same stream in this
+  process; one task per stream writes what is queued, all of it together, in the order the
+  calls were made (so a later call gets larger offsets, and the process never races itself;
+  under load many appends take one round trip). It starts from the head this process
+  remembers (``HeadCache``), else reads it: the largest ``o`` of the stream, one entry of the
+  index. It writes at ``head + 1``, ``head + 2``, ... with one ``insert_many(ordered=True)``; a
+  duplicate key at index *j* means another writer took that offset first: the first *j* are
+  in and kept, and the rest goes on right after the offset that was taken (an entry is there,
+  so no hole can open below it); after a second run in a row that stored nothing, from the
+  head read again instead (``StoreError`` after ``APPEND_ATTEMPTS`` runs). The offsets are
+  increasing in batch order, consecutive unless another writer's entries land in between.
+  Writing the queue together and going on past a taken offset without a read keep two busy
+  writers of one stream from losing to each other in lockstep (one call at a time, re-reading
+  the head first, a loser kept reaching the server just behind the winner's next insert).
+* A remembered head is never above the true one (heads only grow), but it can be below a trim:
+  offsets above it may have been trimmed, and an insert there meets no duplicate. So after each
+  run the writer reads the stream's floor (every trim raises it before deleting anything). A
+  run with an entry above the floor, or whose last entry is the stream's newest, was appended
+  properly (a trimmed offset always has a newer entry above it that trims never delete). A run
+  entirely at or below the floor that is not the newest landed on trimmed offsets: the writer
+  deletes those entries again (never the newest one) and appends their payloads after the
+  head. Readers never take them meanwhile: they are at or below the floor, and a reader checks
+  the floor first (``Store``'s module docstring). One case is ambiguous: entries appended
+  properly and trimmed before the writer read the floor, by a trim whose cutoff reached entries
+  being written (a retention shorter than the clock skew between processes). They are taken
+  as trimmed offsets too, so a reader that read them in that instant gets them twice; none is
+  lost or reordered.
+* ``trim_streams``: one aggregate finds each stream's newest entry created before the cutoff;
+  per chunk of streams, one ``bulk_write`` ``$max``-es those offsets into ``stream_floors``
+  **before** one ``bulk_write`` of range deletes, each stopping below the stream's head as
+  read just before (heads only grow, so the newest entry is never deleted and the next append
+  continues at head + 1).
+* ``stream_bounds`` is one aggregate per chunk of streams: each stream's head (``$sort`` then
+  ``$first`` per stream, which the index serves one entry per stream) with the floors joined
+  in by ``$unionWith``.
+* The epoch is a ``store_meta`` document ``{_id: "stream_epoch", value}`` made on first use
+  (``migrate`` uses it): insert, and on a duplicate key read the one another process made
+  first, so all agree.
+* A cancelled append leaves no hole: cancelled before its turn, it stores nothing; after, what
+  it stored is stored, at offsets its inserts took.
+
+Collections and indexes are declared in ``mongo_docs.INDEXES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import ASCENDING, DESCENDING, DeleteMany, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from messenger.clock import utcnow
+from messenger.models import StreamEntry
+from messenger.store.errors import StoreError, StoreUnavailable
+from messenger.store.mongo_docs import DUPLICATE_KEY, Doc, duplicate_on, guarded, to_stream_entry
+from messenger.store.streams import (
+    APPEND_ATTEMPTS,
+    EPOCH_KEY,
+    HeadCache,
+    check_stream,
+    check_streams,
+    new_epoch,
+)
+
+_CHUNK = 1000  # streams per aggregate / bulk write
+
+
+class StreamQueue:
+    """The appends to one stream waiting in this process, and the task writing them."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[list[bytes], asyncio.Future[list[int]]]] = []
+        self.writer: asyncio.Task[None] | None = None
+
+
+class MongoStreamsMixin:
+    """Stream methods of ``MongoStore`` (see ``Store`` for the semantics)."""
+
+    _db: Any  # MongoStore's database property
+    _stream_queues: dict[str, StreamQueue]  # MongoStore's: appends waiting, per stream
+    _stream_heads: HeadCache  # MongoStore's
+    _appends: set[asyncio.Task[Any]]  # MongoStore's: writes close() lets finish
+    _epoch: str | None  # MongoStore's: the epoch once read
+
+    @guarded
+    async def stream_epoch(self) -> str:
+        if self._epoch is None:
+            self._epoch = await _ensure_epoch(self._db)
+        return self._epoch
+
+    async def append_stream(self, stream: str, payloads: Sequence[bytes]) -> list[int]:
+        """See ``Store.append_stream`` and the module docstring: queued behind the appends of
+        the same stream in this process, and written together with them."""
+        check_stream(stream)
+        batch = [bytes(payload) for payload in payloads]
+        if not batch:
+            return []
+        db = self._db  # first: a closed store raises here; a new event loop gets new queues
+        queue = self._stream_queues.get(stream)
+        if queue is None:
+            queue = self._stream_queues[stream] = StreamQueue()
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        queue.waiting.append((batch, future))
+        if queue.writer is None:
+            queue.writer = asyncio.ensure_future(self._write_queue(db, stream, queue))
+            self._appends.add(queue.writer)
+            queue.writer.add_done_callback(self._appends.discard)
+        return await future  # a caller cancelled before its turn stores nothing
+
+    async def _write_queue(
+        self, db: AsyncIOMotorDatabase, stream: str, queue: StreamQueue
+    ) -> None:
+        """Write what waits in ``queue``, a group at a time, until nothing does. Every waiting
+        caller gets its offsets, or the failure, also when this task itself is cancelled."""
+        group: list[tuple[list[bytes], asyncio.Future[list[int]]]] = []
+        try:
+            while queue.waiting:
+                group = [(batch, f) for batch, f in queue.waiting if not f.cancelled()]
+                queue.waiting.clear()
+                stored: list[int] = []
+                failure: Exception | None = None
+                try:
+                    payloads = [payload for batch, _ in group for payload in batch]
+                    await _append_all(db, stream, payloads, self._stream_heads, stored)
+                except Exception as exc:  # handed to the callers it concerns
+                    failure = exc
+                start = 0
+                for batch, future in group:
+                    offsets = stored[start : start + len(batch)]
+                    start += len(batch)
+                    if future.done():  # its caller was cancelled meanwhile
+                        continue
+                    if len(offsets) == len(batch):
+                        future.set_result(offsets)
+                    else:
+                        future.set_exception(failure or StoreError("stream append stopped"))
+                group = []
+        except BaseException:
+            for _, future in [*group, *queue.waiting]:
+                if not future.done():
+                    future.set_exception(StoreUnavailable("the stream append was cancelled"))
+            queue.waiting.clear()
+            raise
+        finally:
+            queue.writer = None
+            if self._stream_queues.get(stream) is queue:
+                del self._stream_queues[stream]
+
+    @guarded
+    async def read_stream(self, stream: str, after: int, limit: int) -> list[StreamEntry]:
+        check_stream(stream)
+        if limit <= 0:
+            return []
+        docs = (
+            await self._db.stream_entries.find({"s": stream, "o": {"$gt": after}})
+            .sort("o", ASCENDING)
+            .limit(limit)
+            .to_list(None)
+        )
+        return [to_stream_entry(doc) for doc in docs]
+
+    @guarded
+    async def stream_bounds(self, streams: Sequence[str]) -> dict[str, tuple[int, int]]:
+        wanted = check_streams(streams)
+        bounds: dict[str, tuple[int, int]] = {}
+        for chunk in _chunks(wanted):
+            heads: dict[str, int] = {}
+            floors: dict[str, int] = {}
+            pipeline = [*_heads_pipeline(chunk), {"$unionWith": {
+                "coll": "stream_floors", "pipeline": [{"$match": {"_id": {"$in": chunk}}}],
+            }}]
+            for doc in await self._db.stream_entries.aggregate(pipeline).to_list(None):
+                if "head" in doc:
+                    heads[doc["_id"]] = doc["head"]
+                else:
+                    floors[doc["_id"]] = doc.get("floor", 0)
+            for stream in chunk:
+                floor = floors.get(stream, 0)
+                bounds[stream] = (floor, max(heads.get(stream, 0), floor))
+        return bounds
+
+    @guarded
+    async def trim_streams(self, created_before: datetime) -> int:
+        """See ``Store.trim_streams`` and the module docstring: floors first, then deletes."""
+        db = self._db
+        newest_old = {
+            doc["_id"]: doc["floor"]
+            for doc in await db.stream_entries.aggregate(
+                [
+                    {"$match": {"t": {"$lt": created_before}}},
+                    {"$group": {"_id": "$s", "floor": {"$max": "$o"}}},
+                ]
+            ).to_list(None)
+        }
+        deleted = 0
+        for chunk in _chunks(list(newest_old)):
+            await _raise_floors(
+                db,
+                [
+                    UpdateOne({"_id": stream}, {"$max": {"floor": newest_old[stream]}}, upsert=True)
+                    for stream in chunk
+                ],
+            )
+            heads = await _stream_heads(db, chunk)
+            # Up to the new floor, but below the head as read now: the newest entry stays.
+            result = await db.stream_entries.bulk_write(
+                [
+                    DeleteMany({"s": s, "o": {"$lt": min(newest_old[s] + 1, heads[s])}})
+                    for s in chunk
+                ],
+                ordered=False,
+            )
+            deleted += result.deleted_count
+        return deleted
+
+
+# -- helpers ---------------------------------------------------------------------------------
+@guarded
+async def _append_all(
+    db: AsyncIOMotorDatabase, stream: str, payloads: list[bytes], heads: HeadCache,
+    stored: list[int],
+) -> None:
+    """Append ``payloads`` in order (the module docstring), adding each offset taken properly
+    to ``stored`` as it goes, so that a failure part-way still tells what was stored."""
+    head = heads.get(stream)
+    if head is None:
+        head = await _stream_head(db, stream)
+    pending = payloads
+    stepped = False  # this run's head is an offset another writer took, not a read one
+    for _ in range(APPEND_ATTEMPTS):
+        docs = _entry_docs(stream, head, pending)
+        landed = await _insert_run(db, docs)
+        above = await _settle_run(db, stream, docs[:landed]) if landed else None
+        if landed and above is None:  # appended properly
+            stored += [doc["o"] for doc in docs[:landed]]
+            pending = pending[landed:]
+            if not pending:
+                heads.put(stream, stored[-1])
+                return
+        if above is not None:  # landed on trimmed offsets: the head is above them
+            head, stepped = above, False
+        elif stepped and not landed:  # the other writer is further on: read where it is
+            head, stepped = await _stream_head(db, stream), False
+        else:  # another writer holds the next offset: go on right after it
+            head, stepped = docs[landed]["o"], True
+        heads.put(stream, head)
+    raise StoreError(f"stream {stream}: other writers kept taking the next offset")
+
+
+def _entry_docs(stream: str, head: int, payloads: list[bytes]) -> list[Doc]:
+    now = utcnow()
+    return [
+        {"_id": ObjectId(), "s": stream, "o": head + 1 + i, "p": payload, "t": now}
+        for i, payload in enumerate(payloads)
+    ]
+
+
+async def _insert_run(db: AsyncIOMotorDatabase, docs: list[Doc]) -> int:
+    """Insert ``docs`` in order; how many went in before another writer's entry was in the way
+    (all of them if none was)."""
+    try:
+        await db.stream_entries.insert_many(docs, ordered=True)
+    except BulkWriteError as exc:
+        if exc.details.get("writeConcernErrors"):
+            raise StoreUnavailable(f"mongodb: {exc}") from exc
+        [error, *_] = exc.details.get("writeErrors") or [{}]
+        if error.get("code") != DUPLICATE_KEY or not duplicate_on(error, "o"):
+            raise StoreError(f"mongodb: stream entry: {error or exc}") from exc
+        return int(error["index"])
+    return len(docs)
+
+
+async def _settle_run(db: AsyncIOMotorDatabase, stream: str, landed: list[Doc]) -> int | None:
+    """Check a run of inserted entries against the floor (the module docstring): None if it
+    was appended properly; otherwise its entries are deleted again and the stream's head, above
+    them, is returned."""
+    floor_doc = await db.stream_floors.find_one({"_id": stream})
+    floor = floor_doc.get("floor", 0) if floor_doc else 0
+    last = landed[-1]["o"]
+    if last > floor:
+        return None
+    head = await _stream_head(db, stream)
+    if head == last:
+        return None
+    # Landed on trimmed offsets: all below ``head``, so the newest entry stays.
+    await db.stream_entries.delete_many({"_id": {"$in": [doc["_id"] for doc in landed]}})
+    return head
+
+
+async def _stream_head(db: AsyncIOMotorDatabase, stream: str) -> int:
+    """The stream's largest stored offset (0 for none): one entry of the index."""
+    docs = (
+        await db.stream_entries.find({"s": stream}, {"o": 1, "_id": 0})
+        .sort("o", DESCENDING)
+        .limit(1)
+        .to_list(None)
+    )
+    return docs[0]["o"] if docs else 0
+
+
+def _heads_pipeline(streams: list[str]) -> list[Doc]:
+    """Each stream's head, one entry per stream: ``$sort`` in the index's (reverse) order, then
+    the first entry per stream."""
+    return [
+        {"$match": {"s": {"$in": streams}}},
+        {"$sort": {"s": -1, "o": -1}},
+        {"$group": {"_id": "$s", "head": {"$first": "$o"}}},
+    ]
+
+
+async def _stream_heads(db: AsyncIOMotorDatabase, streams: list[str]) -> dict[str, int]:
+    docs = await db.stream_entries.aggregate(_heads_pipeline(streams)).to_list(None)
+    heads = {doc["_id"]: doc["head"] for doc in docs}
+    return {stream: heads.get(stream, 0) for stream in streams}
+
+
+async def _raise_floors(db: AsyncIOMotorDatabase, updates: list[UpdateOne]) -> None:
+    """``bulk_write`` of upsert-``$max`` floors, retried once on a first-upsert clash."""
+    for attempt in (1, 2):
+        try:
+            await db.stream_floors.bulk_write(updates, ordered=False)
+            return
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            clash = errors and all(e.get("code") == DUPLICATE_KEY for e in errors)
+            if attempt == 2 or not clash or exc.details.get("writeConcernErrors"):
+                raise
+
+
+async def _ensure_epoch(db: AsyncIOMotorDatabase) -> str:
+    """The stored epoch, made now if there is none (the first insert wins)."""
+    doc = await db.store_meta.find_one({"_id": EPOCH_KEY})
+    if doc is None:
+        with contextlib.suppress(DuplicateKeyError):  # another process made it first: theirs
+            await db.store_meta.insert_one({"_id": EPOCH_KEY, "value": new_epoch()})
+        doc = await db.store_meta.find_one({"_id": EPOCH_KEY})
+    if doc is None:
+        raise StoreError("mongodb: the stream epoch vanished after it was made")
+    return str(doc["value"])
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]

@@ -1,0 +1,68 @@
+"""What the adapters share for streams (``Store.append_stream`` and friends): the key format,
+the epoch's shape, the bound on append retries, and the per-process head cache (MongoDB's;
+SQLite reads the head inside its write transaction instead).
+
+A stream is ``u:<user id>`` (a user's stream) or ``c:<chat id>`` (a large chat's stream);
+docs/REALTIME_STREAMS.md has the design.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+
+from messenger.store.errors import StoreError
+
+#: The whole key must match (``fullmatch``): ``u:`` or ``c:`` and a 24-hex-digit id.
+STREAM_KEY = re.compile(r"[uc]:[0-9a-f]{24}")
+#: An append gives up (``StoreError``) after this many runs of inserts lost to other writers.
+APPEND_ATTEMPTS = 32
+#: The epoch is this many random bytes, in lower-case hex (16 characters).
+EPOCH_BYTES = 8
+#: Key of the epoch in the store's meta table (SQLite) or collection (MongoDB).
+EPOCH_KEY = "stream_epoch"
+#: Streams whose head a process remembers (least recently used ones are forgotten first).
+HEAD_CACHE_ENTRIES = 10_000
+
+
+def check_stream(stream: object) -> str:
+    """``stream`` if it is a stream key; a malformed one is a caller's bug (``StoreError``)."""
+    if not isinstance(stream, str) or STREAM_KEY.fullmatch(stream) is None:
+        raise StoreError(f"malformed stream key: {stream!r}")
+    return stream
+
+
+def check_streams(streams: Iterable[object]) -> list[str]:
+    """The keys, each once, in order; any malformed one raises ``StoreError``."""
+    return [check_stream(stream) for stream in dict.fromkeys(streams)]
+
+
+def new_epoch() -> str:
+    """A fresh epoch: random, so a new database never repeats an old one's."""
+    return secrets.token_hex(EPOCH_BYTES)
+
+
+class HeadCache:
+    """The last head this process saw per stream: only a starting guess for the next append
+    (the unique index on ``(stream, offset)`` is the truth). Bounded, least recently used
+    first out. A head only grows, so a remembered value is never above the true head."""
+
+    def __init__(self, max_entries: int = HEAD_CACHE_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._heads: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def get(self, stream: str) -> int | None:
+        head = self._heads.pop(stream, None)
+        if head is not None:
+            self._heads[stream] = head  # most recently used last
+        return head
+
+    def put(self, stream: str, head: int) -> None:
+        head = max(head, self._heads.pop(stream, 0))
+        self._heads[stream] = head
+        while len(self._heads) > self.max_entries:
+            del self._heads[next(iter(self._heads))]
