@@ -2,11 +2,12 @@
 
 The send path, for REST and WebSocket senders alike: ``Send`` requests queued together are
 taken as one batch (``batch_types``); each is checked against the cached member list (no
-database read per send), the batch is stored with one ``Store.append_messages`` (one seq block,
-one insert), then one ``new_message`` event per new message goes to the event log, which
-stores and publishes them in order; only then does each sender get its answer. A retried
-``client_msg_id`` returns the original message and publishes nothing. Because one actor owns a
-chat's sends, every session receives that chat's messages in ``seq`` order.
+database read per send; the store checks membership again as it writes), the batch is stored
+with one ``Store.append_messages`` (one batch insert), then one ``new_message`` event per new
+message goes to the event log, which stores and publishes them in order; only then does each
+sender get its answer. A retried ``client_msg_id`` returns the original message and publishes
+nothing. Because one actor owns a chat's sends, every session receives that chat's messages in
+``seq`` order.
 
 Typing is state here: ``typing_start`` publishes ``is_typing: true`` only when the user was
 not typing already (repeats just push the expiry back), ``typing_stop`` or ``TYPING_TTL``

@@ -20,24 +20,41 @@ Consistency design — no multi-document transactions, no change streams: every 
   ``REUSED``.
 * Direct chats: a unique partial index on ``direct_key`` (strings only). ``create_chat`` looks the
   key up, inserts, and on a duplicate-key race returns the chat that won.
-* Messages: ``append_messages`` (1) looks up the batch's ``(sender_id, client_msg_id)`` pairs that
-  are already stored, with one query, and collapses repeats inside the batch; (2) reserves a block
-  of ``n`` seqs with one atomic ``find_one_and_update`` ``$inc`` on the chat, which also ``$max``-es
-  ``last_activity_at``; (3) writes the batch with one ``insert_many(ordered=False)``; (4) moves each
-  sender's read position up with an upserted ``$max``. Steps 1-3 run under an in-process asyncio
-  lock per chat, so within one process seqs are consecutive and a retried ``client_msg_id`` is
-  always seen by step 1. The work runs in a task shielded from the caller's cancellation, so a
-  cancelled request never leaves a reserved seq unused.
-  Unique indexes on ``(chat_id, seq)`` and on ``(chat_id, sender_id, client_msg_id)`` (partial:
-  string ``client_msg_id`` only) are the last word across processes: if another process stored
-  the same ``client_msg_id`` between steps 1 and 3, ``insert_many`` reports a duplicate key and the
-  draft returns that original message (``created=False``). **That cross-process race, and a crash
-  (or outage) between reserving seqs and inserting, are the only ways a gap in a chat's seqs can
-  appear**; seqs are never duplicated. Because the chat's ``last_seq`` moves before its messages
-  land, a reader can briefly see ``last_seq`` (and, with several processes, a higher seq) ahead
-  of messages still being inserted.
+* Messages: a message's seq is taken by the insert of its document under the unique index
+  ``chat_seq`` on ``(chat_id, seq)``, and nothing is reserved beforehand (as stream offsets are,
+  ``mongo_streams.py``). ``append_messages`` (1) looks up the batch's ``(sender_id,
+  client_msg_id)`` pairs that are already stored, with one query, and collapses repeats inside
+  the batch; (2) checks membership with one ``find_one_and_update`` of the chat that matches
+  only while every sender is a member (``member_ids: {$all: senders}``; it ``$max``-es
+  ``last_activity_at``), which also reads the chat's ``last_seq``: a removal committed before
+  it refuses those senders' drafts (``SenderNotMember``), one after it is ordered after the
+  send; (3) inserts the members' drafts in batch order at ``last_seq + 1``, ``+ 2``, ... with
+  one ``insert_many(ordered=True)``. A duplicate key at index *j* stops the run there; the
+  first *j* are in and kept. On ``seq`` another writer took that seq first: the rest goes on
+  right after it, and after a second run in a row that stored nothing, after the chat's
+  largest stored seq, read from the index (``StoreError`` after ``streams.APPEND_ATTEMPTS``
+  such runs in a row). On ``client_msg_id`` (index ``chat_sender_client_msg_id``, partial:
+  string ids only) another writer stored that draft first: it answers with the stored original
+  (``created=False``) and takes no seq, and the rest of the batch goes on at the seq it was
+  given. (4) ``$max``-es the chat's ``last_seq`` (and ``last_activity_at``) to the largest seq
+  stored, then (after the lock) flags the attachments and moves each sender's read position up
+  with an upserted ``$max``. Steps 1-4 run under an in-process asyncio lock per chat, so one
+  process never races itself and a retried ``client_msg_id`` is always seen by step 1 there.
+  The work runs in a task shielded from the caller's cancellation, so it completes once begun.
+  **Guaranteed, also across processes, outages and crashes:** a chat's seqs are exactly 1..N,
+  each held by one stored message (a seq exists if and only if its message does, so none is
+  skipped and none is duplicated); a ``(sender_id, client_msg_id)`` is stored once; a batch's
+  messages have increasing seqs in batch order (consecutive unless another writer's messages
+  land in between); a process that dies part-way leaves what it inserted, with no hole.
+  **``last_seq`` is only a hint** that may lag the messages for a moment: between step 3 and
+  4, or until the chat's next append after a crash between them. It never runs ahead of them,
+  and it has caught up before ``append_messages`` returns, so before any event or response
+  tells of the message. Where exactness matters the index answers instead: ``mark_read``
+  clamps to the newest stored seq when asked past the hint, and the chat views take the newest
+  message at or above the hint (``Chat.last_seq`` raised to it). ``get_chat`` returns the
+  hint as it is.
 * Read positions: ``read_positions`` documents with ``_id`` ``"<chat_id>:<user_id>"`` moved only by
-  upserted ``$max``; ``mark_read`` clamps to the chat's ``last_seq`` first.
+  upserted ``$max``; ``mark_read`` clamps to the chat's newest message first (above).
 * Membership: ``add_members`` reads the chat and then ``$push``-es the new ids with
   ``{member_ids: {$nin: new}}`` in the filter, so the push happens only if none of them joined
   meanwhile (else it reads again and retries): order is kept and nobody is added twice.
@@ -59,7 +76,8 @@ Consistency design — no multi-document transactions, no change streams: every 
   which events a purge takes, never whether an event above the floor survives.
 * ``list_chat_views`` is three queries whatever the page size: the chats (index
   ``member_ids, last_activity_at desc, _id desc``), their last messages (one ``$or`` of
-  ``(chat_id, seq)`` pairs) and the caller's read positions (one ``$in`` on ``_id``).
+  ``(chat_id, seq >= last_seq)`` ranges, one message each unless a hint lags) and the caller's
+  read positions (one ``$in`` on ``_id``).
 * Streams (gap-free offsets, no reservation: an offset is taken by the insert of its entry
   under a unique index) are in ``mongo_streams.py``, the email methods in ``mongo_email.py``.
 
@@ -122,7 +140,7 @@ from messenger.store.mongo_docs import (
 from messenger.store.mongo_docs import guarded as _guarded  # mongo_email.py binds it by this name
 from messenger.store.mongo_email import MongoEmailMixin
 from messenger.store.mongo_streams import MongoStreamsMixin, StreamQueue
-from messenger.store.streams import HeadCache
+from messenger.store.streams import APPEND_ATTEMPTS, HeadCache
 
 #: How long a write waits for its write concern before failing (``StoreUnavailable``).
 WRITE_TIMEOUT_MS = 10_000
@@ -400,18 +418,15 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         doc = await db.chats.find_one({"_id": chat_oid})
         if doc is None:
             return None
-        last_message, read_seq = await asyncio.gather(
-            db.messages.find_one({"chat_id": chat_oid, "seq": doc["last_seq"]})
-            if doc["last_seq"] > 0
-            else _none(),
+        newest, read_seq = await asyncio.gather(
+            db.messages.find(_newest_messages(doc)).sort("seq", DESCENDING).limit(1).to_list(None),
             db.read_positions.find_one({"_id": read_key(chat_id, user_id)}, {"seq": 1})
             if is_valid_id(user_id)
             else _none(),
         )
+        last_message = to_message(newest[0]) if newest else None
         return ChatView(
-            to_chat(doc),
-            to_message(last_message) if last_message else None,
-            read_seq["seq"] if read_seq else 0,
+            _caught_up(doc, last_message), last_message, read_seq["seq"] if read_seq else 0
         )
 
     @_guarded
@@ -428,16 +443,23 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         )
         if not chats:
             return []
-        wanted = [{"chat_id": c["_id"], "seq": c["last_seq"]} for c in chats if c["last_seq"] > 0]
         keys = [read_key(str(c["_id"]), user_id) for c in chats]
         last_docs, read_docs = await asyncio.gather(
-            db.messages.find({"$or": wanted}).to_list(None) if wanted else _empty(),
+            db.messages.find({"$or": [_newest_messages(c) for c in chats]}).to_list(None),
             db.read_positions.find({"_id": {"$in": keys}}, {"seq": 1}).to_list(None),
         )
-        last_by_chat = {doc["chat_id"]: to_message(doc) for doc in last_docs}
+        last_by_chat: dict[ObjectId, Message] = {}
+        for doc in last_docs:  # usually one per chat: more only while a hint lags
+            found = last_by_chat.get(doc["chat_id"])
+            if found is None or doc["seq"] > found.seq:
+                last_by_chat[doc["chat_id"]] = to_message(doc)
         read_by_key = {doc["_id"]: doc["seq"] for doc in read_docs}
         return [
-            ChatView(to_chat(c), last_by_chat.get(c["_id"]), read_by_key.get(key, 0))
+            ChatView(
+                _caught_up(c, last_by_chat.get(c["_id"])),
+                last_by_chat.get(c["_id"]),
+                read_by_key.get(key, 0),
+            )
             for c, key in zip(chats, keys, strict=True)
         ]
 
@@ -450,7 +472,10 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         chat = await db.chats.find_one({"_id": chat_oid}, {"last_seq": 1})
         if chat is None:
             return 0
-        target = max(0, min(seq, chat["last_seq"]))
+        top = chat["last_seq"]
+        if seq > top:  # the hint may lag messages just stored (module docstring): the index
+            top = max(top, await _newest_seq(db, chat_oid))
+        target = max(0, min(seq, top))
         key = read_key(chat_id, user_id)
         if target == 0:  # nothing to move: just report where the reader is
             doc = await db.read_positions.find_one({"_id": key}, {"seq": 1})
@@ -527,9 +552,10 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
             raise StoreError(f"no chat {chat_id!r}")
         senders = {draft.sender_id: ref(draft.sender_id, "sender_id") for draft in drafts}
         for draft in drafts:
-            attachment_docs(draft.attachments)  # a malformed id fails before seqs are reserved
-        # Shielded: once started, the reserve-and-insert finishes even if the caller goes away,
-        # so a cancelled request cannot strand reserved seqs.
+            attachment_docs(draft.attachments)  # a malformed id fails before anything is stored
+        # Shielded: once started, the append finishes even if the caller goes away, so what it
+        # stored gets its attachments marked, its senders' read positions and the chat's
+        # ``last_seq`` hint moved.
         task = asyncio.ensure_future(self._append(chat_id, chat_oid, senders, list(drafts)))
         self._appends.add(task)
         task.add_done_callback(self._appends.discard)
@@ -747,7 +773,8 @@ async def _append_locked(
     senders: dict[str, ObjectId],
     drafts: list[MessageDraft],
 ) -> tuple[list[AppendResult | SenderNotMember], list[Message]]:
-    """Steps 1-3 of the module docstring: look up replays, reserve seqs, insert.
+    """Steps 1-4 of the module docstring: look up replays, check membership, insert at the
+    next free seqs, raise the chat's ``last_seq`` hint.
 
     Returns one result per draft and the messages this call actually stored.
     """
@@ -791,52 +818,18 @@ async def _append_locked(
         return [AppendResult(item, False) for item in plan if isinstance(item, Message)], []
 
     now = utcnow()
-    live = await _reserve_seqs(db, chat_id, chat_oid, senders, fresh, now)
-    docs = [
-        {
-            "_id": ObjectId(),
-            "chat_id": chat_oid,
-            "seq": seq,
-            "sender_id": senders[fresh[i].sender_id],
-            "text": fresh[i].text,
-            "client_msg_id": fresh[i].client_msg_id,
-            "created_at": now,
-        }
-        for i, seq in live.items()
-    ]
-    for doc, i in zip(docs, live, strict=True):
-        if fresh[i].attachments:
-            doc["attachments"] = attachment_docs(fresh[i].attachments)
-    # Per fresh draft: its message (None: refused, the sender is not a member).
+    live, hint = await _check_members(db, chat_id, chat_oid, senders, fresh, now)
+    # Per fresh draft: its message (None: refused, the sender is not a member), and whether
+    # this call stored it (False: another writer stored its client_msg_id first).
     messages: list[Message | None] = [None] * len(fresh)
-    for doc, i in zip(docs, live, strict=True):
-        messages[i] = to_message(doc)
-    inserted = [i in live for i in range(len(fresh))]
-    index_of = list(live)  # position in ``docs`` -> index into ``fresh``
-    try:
-        if docs:
-            await db.messages.insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        if exc.details.get("writeConcernErrors"):
-            raise StoreUnavailable(f"mongodb: {exc}") from exc
-        for error in exc.details.get("writeErrors", []):
-            position = error["index"]
-            if error.get("code") != DUPLICATE_KEY or not duplicate_on(error, "client_msg_id"):
-                raise StoreError(f"mongodb: message seq {docs[position]['seq']}: {error}") from exc
-            # Another process stored this client_msg_id first: answer with its message.
-            index = index_of[position]
-            draft = fresh[index]
-            original = await db.messages.find_one(
-                {
-                    "chat_id": chat_oid,
-                    "sender_id": senders[draft.sender_id],
-                    "client_msg_id": draft.client_msg_id,
-                }
+    inserted = [False] * len(fresh)
+    if live:
+        batch = MessageBatchInsert(chat_oid, senders, fresh, live, now)
+        top = await batch.insert(db, hint, messages, inserted)
+        if top:  # the hint catches up before this append returns (module docstring)
+            await db.chats.update_one(
+                {"_id": chat_oid}, {"$max": {"last_seq": top, "last_activity_at": now}}
             )
-            if original is None:
-                raise StoreError(f"mongodb: duplicate of a vanished message: {error}") from exc
-            messages[index] = to_message(original)
-            inserted[index] = False
 
     results: list[AppendResult | SenderNotMember] = []
     for item in plan:
@@ -852,16 +845,18 @@ async def _append_locked(
     return results, created
 
 
-async def _reserve_seqs(
+async def _check_members(
     db: AsyncIOMotorDatabase,
     chat_id: str,
     chat_oid: ObjectId,
     senders: dict[str, ObjectId],
     fresh: list[MessageDraft],
     now: datetime,
-) -> dict[int, int]:
-    """Take seqs for the drafts whose senders are members, in one single-document update that
-    also checks their membership (the store's last word on it): ``{fresh index: seq}``.
+) -> tuple[list[int], int]:
+    """The store's last word on membership, right before the insert: one single-document update
+    of the chat that matches only while every sender is a member (and ``$max``-es
+    ``last_activity_at``). Returns the indexes into ``fresh`` of the drafts whose senders are
+    members, and the chat's ``last_seq`` hint read by that same update.
 
     When a sender is not a member, the update matches nothing; the chat is read, the
     non-members' drafts are left out, and the update is tried again for the rest.
@@ -869,17 +864,15 @@ async def _reserve_seqs(
     live = list(range(len(fresh)))
     for _ in range(ADD_MEMBERS_ATTEMPTS):
         if not live:
-            return {}
+            return [], 0
         needed = list(dict.fromkeys(senders[fresh[i].sender_id] for i in live))
         chat = await db.chats.find_one_and_update(
             {"_id": chat_oid, "member_ids": {"$all": needed}},
-            {"$inc": {"last_seq": len(live)}, "$max": {"last_activity_at": now}},
+            {"$max": {"last_activity_at": now}},
             projection={"last_seq": 1},
-            return_document=ReturnDocument.AFTER,
         )
         if chat is not None:
-            first = chat["last_seq"] - len(live) + 1
-            return {i: first + n for n, i in enumerate(live)}
+            return live, chat["last_seq"]
         doc = await db.chats.find_one({"_id": chat_oid}, {"member_ids": 1})
         if doc is None:
             raise StoreError(f"no chat {chat_id}")
@@ -888,7 +881,137 @@ async def _reserve_seqs(
     raise StoreError(f"chat {chat_id}: members kept changing while sending")
 
 
+class MessageBatchInsert:
+    """The insert of a batch's new messages at the chat's next free seqs (the module docstring,
+    step 3): a seq is taken by the insert of its message under the unique index ``chat_seq``,
+    and nothing is reserved, so a seq exists exactly when its message does."""
+
+    def __init__(
+        self,
+        chat_oid: ObjectId,
+        senders: dict[str, ObjectId],
+        fresh: list[MessageDraft],
+        live: list[int],
+        now: datetime,
+    ) -> None:
+        self.chat_oid = chat_oid
+        self.senders = senders
+        self.fresh = fresh
+        self.live = live
+        self.now = now
+
+    def doc(self, index: int, seq: int) -> Doc:
+        draft = self.fresh[index]
+        doc: Doc = {
+            "_id": ObjectId(),
+            "chat_id": self.chat_oid,
+            "seq": seq,
+            "sender_id": self.senders[draft.sender_id],
+            "text": draft.text,
+            "client_msg_id": draft.client_msg_id,
+            "created_at": self.now,
+        }
+        if draft.attachments:
+            doc["attachments"] = attachment_docs(draft.attachments)
+        return doc
+
+    async def insert(
+        self,
+        db: AsyncIOMotorDatabase,
+        head: int,
+        messages: list[Message | None],
+        inserted: list[bool],
+    ) -> int:
+        """Insert the live drafts in batch order after ``head`` (a guess: the chat's
+        ``last_seq`` hint); fill ``messages`` and ``inserted`` per fresh index. Returns the
+        largest seq this call stored (0 for none)."""
+        pending = list(self.live)
+        top = 0
+        lost = 0  # runs in a row that another writer's message stopped at their first seq
+        stepped = False  # ``head`` is a seq another writer took, not one read from the index
+        while pending:
+            docs = [self.doc(i, head + 1 + n) for n, i in enumerate(pending)]
+            landed, clash = await _insert_messages(db, docs)
+            for doc, i in zip(docs[:landed], pending, strict=False):
+                messages[i], inserted[i] = to_message(doc), True
+            if landed:
+                top, lost = docs[landed - 1]["seq"], 0
+            pending = pending[landed:]
+            if clash is None:
+                break
+            if clash == "client_msg_id":
+                # Another writer stored this draft's client_msg_id first: answer with its
+                # message. The seq it was given is free, and the rest go on from there.
+                index = pending.pop(0)
+                messages[index] = await self.original(db, index)
+                head, stepped = docs[landed]["seq"] - 1, stepped and not landed
+                continue
+            lost = 0 if landed else lost + 1
+            if lost >= APPEND_ATTEMPTS:
+                raise StoreError(f"chat {self.chat_oid}: other writers kept taking the next seq")
+            if stepped and not landed:  # the other writer is further on: read where it is
+                head, stepped = await _newest_seq(db, self.chat_oid), False
+            else:  # another writer holds the next seq: go on right after it
+                head, stepped = docs[landed]["seq"], True
+        return top
+
+    async def original(self, db: AsyncIOMotorDatabase, index: int) -> Message:
+        draft = self.fresh[index]
+        doc = await db.messages.find_one(
+            {
+                "chat_id": self.chat_oid,
+                "sender_id": self.senders[draft.sender_id],
+                "client_msg_id": draft.client_msg_id,
+            }
+        )
+        if doc is None:
+            raise StoreError(f"mongodb: duplicate of a vanished message {draft.client_msg_id!r}")
+        return to_message(doc)
+
+
+async def _insert_messages(db: AsyncIOMotorDatabase, docs: list[Doc]) -> tuple[int, str | None]:
+    """Insert ``docs`` in order: how many went in, and, if another writer's message stopped
+    the rest, on what (``"seq"`` or ``"client_msg_id"``; None if all went in)."""
+    try:
+        await db.messages.insert_many(docs, ordered=True)
+    except BulkWriteError as exc:
+        if exc.details.get("writeConcernErrors"):
+            raise StoreUnavailable(f"mongodb: {exc}") from exc
+        [error, *_] = exc.details.get("writeErrors") or [{}]
+        if error.get("code") == DUPLICATE_KEY:
+            # client_msg_id first: its index's key names no "seq", the seq index's no id
+            for field in ("client_msg_id", "seq"):
+                if duplicate_on(error, field):
+                    return int(error["index"]), field
+        raise StoreError(f"mongodb: message insert: {error or exc}") from exc
+    return len(docs), None
+
+
+async def _newest_seq(db: AsyncIOMotorDatabase, chat_oid: ObjectId) -> int:
+    """The chat's largest stored seq (0 for none): one entry of the index ``chat_seq``."""
+    docs = (
+        await db.messages.find({"chat_id": chat_oid}, {"seq": 1, "_id": 0})
+        .sort("seq", DESCENDING)
+        .limit(1)
+        .to_list(None)
+    )
+    return docs[0]["seq"] if docs else 0
+
+
 # -- helpers ---------------------------------------------------------------------------------
+def _newest_messages(chat: Doc) -> Doc:
+    """A query for the chat's messages from its ``last_seq`` hint up (index ``chat_seq``): its
+    newest message, and any stored above a hint that has not caught up yet."""
+    return {"chat_id": chat["_id"], "seq": {"$gte": max(chat["last_seq"], 1)}}
+
+
+def _caught_up(chat: Doc, newest: Message | None) -> Chat:
+    """The chat, its ``last_seq`` raised to its newest stored message."""
+    if newest is not None and newest.seq > chat["last_seq"]:
+        chat = {**chat, "last_seq": newest.seq}
+    return to_chat(chat)
+
+
 async def _raise_read_position(db: AsyncIOMotorDatabase, key: str, update: Doc) -> Doc:
     """Upsert-``$max`` one read position and return it; a clash of two first upserts (which
     older servers report as a duplicate key) is retried once."""
@@ -940,10 +1063,6 @@ async def _reserve_event_ids(db: AsyncIOMotorDatabase, count: int) -> Doc:
 
 async def _none() -> None:
     return None
-
-
-async def _empty() -> list[Doc]:
-    return []
 
 
 def _retrieve_exception(task: asyncio.Task[Any]) -> None:

@@ -58,7 +58,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"),
     ],
     # {_id: ObjectId, type, title, member_ids: [ObjectId], direct_key?: str, created_at,
-    #  last_seq, last_activity_at}
+    #  last_seq (a hint: it may lag the chat's largest stored seq; mongo.py), last_activity_at}
     "chats": [
         IndexModel(
             [("direct_key", ASCENDING)],
