@@ -5,6 +5,7 @@ its cap of slow connections does not starve others, the process cap, the header 
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import time
 from collections.abc import Iterator
@@ -21,6 +22,25 @@ from tests.support.raw_http import connect, read_responses, request_bytes, wait_
 from tests.support.ws import WsClient
 
 PER_IP = 1000
+#: The load test holds PER_IP + a few hundred sockets in this process and as many in the server
+#: (which inherits this limit): raise the soft descriptor limit if the hard one allows.
+FDS_NEEDED = 4 * PER_IP
+
+
+def _enough_descriptors() -> bool:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= FDS_NEEDED:
+        return True
+    if hard == resource.RLIM_INFINITY or hard >= FDS_NEEDED:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FDS_NEEDED, hard))
+        return True
+    return False
+
+
+pytestmark = pytest.mark.skipif(
+    not _enough_descriptors(),
+    reason=f"the load test needs {FDS_NEEDED} file descriptors (ulimit -Hn is lower)",
+)
 SLOW_HEADER = b"GET /api/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
 
