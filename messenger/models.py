@@ -167,6 +167,18 @@ class StreamEntry:
     offset: int  # 1, 2, 3, ... per stream, taken with the durable write; never reused
     payload: bytes
     created_at: datetime
+    #: A fan-out copy in a user stream: the chat-log entry it copies, ``(chat id, chat offset)``.
+    source: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEventWrite:
+    """Where ``Store.append_chat_event`` put a chat's event: its offset in the chat log
+    ``c:<chat id>`` and, for a fanned-out (small) chat, its offset in each recipient's
+    ``u:<user id>`` stream (empty for a large chat)."""
+
+    chat_offset: int
+    user_offsets: dict[str, int]
 
 
 class RefreshSpend(StrEnum):

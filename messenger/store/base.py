@@ -72,6 +72,24 @@ Nothing outside ``messenger.store`` knows which adapter is in use; both pass
   ``migrate``, race-free: processes starting together agree), the same for every store object
   on that database ever after; a new database has a new one, so offsets of two databases are
   never confused.
+* Fan-out of a chat's events (docs/REALTIME_STREAMS.md, "Fan-out to user streams"):
+  ``append_chat_event(chat_id, payload, recipients)`` first appends the event to the chat log
+  ``c:<chat_id>`` (a gap-free chat offset, as ``append_stream``). With ``recipients`` None (a
+  large chat) that is all: one entry, whatever the chat's size. With recipients (a small chat)
+  the chat-log entry stores them and is marked incomplete in the same insert; then each
+  recipient's stream ``u:<recipient>`` gets one entry with the payload and its ``source``
+  ``(chat_id, chat offset)``, under a unique index on the source per user stream, so a repeat
+  is a no-op that reports the offset already taken; then the entry is marked complete. It
+  returns ``ChatEventWrite(chat_offset, user_offsets)``. **Order**: before fanning out chat
+  offset *n*, the writer completes every earlier incomplete entry of the same chat, in
+  chat-offset order, so in each user stream a chat's events appear in chat-offset order.
+  **Completion**: a writer that dies half-way leaves its entry incomplete; the chat's next
+  event, or ``complete_fanouts(created_before)`` (completes the incomplete entries created
+  before a time, each chat's in chat-offset order, together with the same chat's earlier ones;
+  returns how many it completed), finishes it. So no event is lost, reordered or duplicated for
+  a recipient; the recipients of a half-done fan-out are only delayed. SQLite writes all of it
+  in one transaction (an entry is never left incomplete; the sweep finds nothing); MongoDB uses
+  single-document inserts and updates only.
 * A draft's ``attachments`` are stored with its message (and come back with it everywhere), and
   their uploads count as attached from then on (``Upload.attached``; SQLite: in the same
   transaction; MongoDB: right after the insert, and ``list_unattached_uploads`` repairs a flag a
@@ -109,6 +127,7 @@ from datetime import datetime
 from messenger.models import (
     AppendResult,
     Chat,
+    ChatEventWrite,
     ChatType,
     ChatView,
     DigestCheck,
@@ -283,6 +302,19 @@ class Store(abc.ABC):
         """Retention: per stream, raise the floor to the largest offset created before
         ``created_before``, then delete the entries at or below it except the stream's newest;
         return how many were deleted."""
+
+    @abc.abstractmethod
+    async def append_chat_event(
+        self, chat_id: str, payload: bytes, recipients: Sequence[str] | None
+    ) -> ChatEventWrite:
+        """Append a chat's event to its chat log and, with ``recipients`` (a small chat), fan it
+        out to their user streams, in order, each once (see the module docstring). A malformed
+        chat or user id raises ``StoreError``."""
+
+    @abc.abstractmethod
+    async def complete_fanouts(self, created_before: datetime) -> int:
+        """Complete the fan-outs left incomplete by writers that died, of chat-log entries
+        created before ``created_before`` (oldest first, in chat-offset order); how many."""
 
     # -- uploads and attachments ---------------------------------------------------------------
     @abc.abstractmethod

@@ -99,12 +99,27 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("t", ASCENDING)], name="created_at"),
     ],
     # -- streams (docs/REALTIME_STREAMS.md; the adapter's part is mongo_streams.py) --
-    # {_id: ObjectId, s: stream key, o: offset, p: payload bytes, t: created_at}
+    # {_id: ObjectId, s: stream key, o: offset, p: payload bytes, t: created_at,
+    #  sc, so: a fan-out copy's source (chat id, chat offset), in a user stream;
+    #  r: recipients, pend: true — a chat-log entry whose fan-out is incomplete (both unset after)}
     # (s, o), unique: an offset is taken by the insert of its entry, never before; a stream's
     # entries after an offset; its head as the largest key. t: each stream's newest old entry.
+    # (s, sc, so), unique where sc is set: a repeated fan-out is a no-op. (pend, s, o) where
+    # pend: a chat's incomplete fan-outs in chat-offset order, and the sweep's.
     "stream_entries": [
         IndexModel([("s", ASCENDING), ("o", ASCENDING)], unique=True, name="stream_offset"),
         IndexModel([("t", ASCENDING)], name="created_at"),
+        IndexModel(
+            [("s", ASCENDING), ("sc", ASCENDING), ("so", ASCENDING)],
+            unique=True,
+            name="fanout_source",
+            partialFilterExpression={"sc": {"$type": "string"}},
+        ),
+        IndexModel(
+            [("pend", ASCENDING), ("s", ASCENDING), ("o", ASCENDING)],
+            name="fanout_pending",
+            partialFilterExpression={"pend": True},
+        ),
     ],
     # -- email (API_CONTRACT.md §10; the adapter's part is mongo_email.py) --
     # {_id: hex SHA-256 of the token, user_id: ObjectId, purpose: "verify"|"reset", expires_at}
@@ -301,7 +316,8 @@ def to_event(doc: Doc) -> StoredEvent:
 
 
 def to_stream_entry(doc: Doc) -> StreamEntry:
-    return StreamEntry(doc["s"], doc["o"], bytes(doc["p"]), utc(doc["t"]))
+    source = (doc["sc"], doc["so"]) if "sc" in doc else None
+    return StreamEntry(doc["s"], doc["o"], bytes(doc["p"]), utc(doc["t"]), source)
 
 
 def utc(value: datetime) -> datetime:

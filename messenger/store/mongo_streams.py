@@ -40,6 +40,17 @@ offset exists exactly when its entry does and a writer that dies leaves no hole.
 * ``stream_bounds`` is one aggregate per chunk of streams: each stream's head (``$sort`` then
   ``$first`` per stream, which the index serves one entry per stream) with the floors joined
   in by ``$unionWith``.
+* ``append_chat_event`` (no transaction): (1) the chat-log entry, appended like any entry,
+  carrying the recipients and ``pend: true`` in its one insert; (2) the chat's earlier entries
+  still ``pend``-ing, completed in chat-offset order (steps 3 and 4 for each); (3) one entry per
+  recipient with source ``sc``/``so``, into each user stream concurrently, under the unique
+  index ``fanout_source``: a duplicate there means the copy is in already, and its offset is
+  read back (a no-op); (4) ``pend`` and ``r`` unset. Step 3 for entry *n* starts only when
+  every earlier entry of the chat has all its copies in, so a user sees a chat's events in
+  chat-offset order; a writer that dies leaves ``pend`` set and the next writer (or
+  ``complete_fanouts``) redoes steps 3 and 4, which only adds the missing copies. Entries that
+  carry fan-out fields are appended from the head read then, never a remembered one: they
+  never land on trimmed offsets, so no other writer can see one that is about to move.
 * The epoch is a ``store_meta`` document ``{_id: "stream_epoch", value}`` made on first use
   (``migrate`` uses it): insert, and on a duplicate key read the one another process made
   first, so all agree.
@@ -63,26 +74,33 @@ from pymongo import ASCENDING, DESCENDING, DeleteMany, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from messenger.clock import utcnow
-from messenger.models import StreamEntry
+from messenger.models import ChatEventWrite, StreamEntry
 from messenger.store.errors import StoreError, StoreUnavailable
 from messenger.store.mongo_docs import DUPLICATE_KEY, Doc, duplicate_on, guarded, to_stream_entry
 from messenger.store.streams import (
     APPEND_ATTEMPTS,
     EPOCH_KEY,
     HeadCache,
+    chat_log_key,
     check_stream,
     check_streams,
     new_epoch,
+    recipient_keys,
 )
 
 _CHUNK = 1000  # streams per aggregate / bulk write
+
+
+#: An entry to append: its payload and the extra fields of its document (a fan-out copy's
+#: source ``sc``/``so``, a chat-log entry's pending recipients ``r`` and ``pend``).
+NewEntry = tuple[bytes, Doc]
 
 
 class StreamQueue:
     """The appends to one stream waiting in this process, and the task writing them."""
 
     def __init__(self) -> None:
-        self.waiting: list[tuple[list[bytes], asyncio.Future[list[int]]]] = []
+        self.waiting: list[tuple[list[NewEntry], asyncio.Future[list[int]]]] = []
         self.writer: asyncio.Task[None] | None = None
 
 
@@ -105,7 +123,9 @@ class MongoStreamsMixin:
         """See ``Store.append_stream`` and the module docstring: queued behind the appends of
         the same stream in this process, and written together with them."""
         check_stream(stream)
-        batch = [bytes(payload) for payload in payloads]
+        return await self._append_entries(stream, [(bytes(payload), {}) for payload in payloads])
+
+    async def _append_entries(self, stream: str, batch: list[NewEntry]) -> list[int]:
         if not batch:
             return []
         db = self._db  # first: a closed store raises here; a new event loop gets new queues
@@ -125,7 +145,7 @@ class MongoStreamsMixin:
     ) -> None:
         """Write what waits in ``queue``, a group at a time, until nothing does. Every waiting
         caller gets its offsets, or the failure, also when this task itself is cancelled."""
-        group: list[tuple[list[bytes], asyncio.Future[list[int]]]] = []
+        group: list[tuple[list[NewEntry], asyncio.Future[list[int]]]] = []
         try:
             while queue.waiting:
                 group = [(batch, f) for batch, f in queue.waiting if not f.cancelled()]
@@ -133,8 +153,8 @@ class MongoStreamsMixin:
                 stored: list[int] = []
                 failure: Exception | None = None
                 try:
-                    payloads = [payload for batch, _ in group for payload in batch]
-                    await _append_all(db, stream, payloads, self._stream_heads, stored)
+                    entries = [entry for batch, _ in group for entry in batch]
+                    await _append_all(db, stream, entries, self._stream_heads, stored)
                 except Exception as exc:  # handed to the callers it concerns
                     failure = exc
                 start = 0
@@ -227,32 +247,126 @@ class MongoStreamsMixin:
         return deleted
 
 
+    # -- fan-out of a chat's events (docs/REALTIME_STREAMS.md) ---------------------------------
+    async def append_chat_event(
+        self, chat_id: str, payload: bytes, recipients: Sequence[str] | None
+    ) -> ChatEventWrite:
+        """See ``Store.append_chat_event`` and the module docstring: the chat-log entry, the
+        chat's earlier incomplete entries, this one's fan-out, then the mark."""
+        chat_offset = await self.append_chat_log(chat_id, payload, recipients)
+        if recipients is None:
+            return ChatEventWrite(chat_offset, {})
+        log = chat_log_key(chat_id)
+        await self._complete_chat(log, chat_offset - 1)
+        user_offsets = await self.fan_out_entry(chat_id, chat_offset, payload, recipients)
+        await self._mark_fanned(log, chat_offset)
+        return ChatEventWrite(chat_offset, user_offsets)
+
+    async def append_chat_log(
+        self, chat_id: str, payload: bytes, recipients: Sequence[str] | None
+    ) -> int:
+        """The first step of ``append_chat_event``: the chat-log entry, with its recipients
+        and marked incomplete in the same insert when there are any; its chat offset."""
+        log = chat_log_key(chat_id)
+        users = None if recipients is None else recipient_keys(recipients)
+        extra: Doc = {"r": list(users), "pend": True} if users else {}
+        [chat_offset] = await self._append_entries(log, [(bytes(payload), extra)])
+        return chat_offset
+
+    async def fan_out_entry(
+        self, chat_id: str, chat_offset: int, payload: bytes, recipients: Sequence[str]
+    ) -> dict[str, int]:
+        """The fan-out step of ``append_chat_event``, without marking the chat-log entry
+        complete: one entry per recipient with source ``(chat_id, chat_offset)``, or the offset
+        that source already took there; each recipient's offset."""
+        users = recipient_keys(recipients)
+        chat_log_key(chat_id)
+        source: Doc = {"sc": chat_id, "so": chat_offset}
+        body = bytes(payload)
+        offsets = await asyncio.gather(
+            *(self._append_entries(stream, [(body, source)]) for stream in users.values())
+        )
+        return {user_id: offset for user_id, [offset] in zip(users, offsets, strict=True)}
+
+    @guarded
+    async def complete_fanouts(self, created_before: datetime) -> int:
+        """See ``Store.complete_fanouts``: per chat with an old incomplete entry, oldest
+        first, its incomplete entries up to the newest old one, in chat-offset order."""
+        docs = await self._db.stream_entries.find(
+            {"pend": True, "t": {"$lt": created_before}}, {"s": 1, "o": 1, "t": 1, "_id": 0}
+        ).to_list(None)
+        chats: dict[str, tuple[datetime, int]] = {}
+        for doc in docs:
+            oldest, newest = chats.get(doc["s"], (doc["t"], doc["o"]))
+            chats[doc["s"]] = (min(oldest, doc["t"]), max(newest, doc["o"]))
+        completed = 0
+        for log, (_, newest) in sorted(chats.items(), key=lambda item: item[1][0]):
+            completed += await self._complete_chat(log, newest)
+        return completed
+
+    @guarded
+    async def _complete_chat(self, log: str, through: int) -> int:
+        """Complete the chat's incomplete entries up to chat offset ``through``, in order."""
+        if through < 1:
+            return 0
+        pending = (
+            await self._db.stream_entries.find({"pend": True, "s": log, "o": {"$lte": through}})
+            .sort("o", ASCENDING)
+            .to_list(None)
+        )
+        for doc in pending:
+            await self.fan_out_entry(log[2:], doc["o"], bytes(doc["p"]), doc.get("r", []))
+            await self._mark_fanned(log, doc["o"])
+        return len(pending)
+
+    @guarded
+    async def _mark_fanned(self, log: str, chat_offset: int) -> None:
+        await self._db.stream_entries.update_one(
+            {"s": log, "o": chat_offset}, {"$unset": {"pend": "", "r": ""}}
+        )
+
+
 # -- helpers ---------------------------------------------------------------------------------
 @guarded
 async def _append_all(
-    db: AsyncIOMotorDatabase, stream: str, payloads: list[bytes], heads: HeadCache,
+    db: AsyncIOMotorDatabase, stream: str, entries: list[NewEntry], heads: HeadCache,
     stored: list[int],
 ) -> None:
-    """Append ``payloads`` in order (the module docstring), adding each offset taken properly
-    to ``stored`` as it goes, so that a failure part-way still tells what was stored."""
-    head = heads.get(stream)
+    """Append ``entries`` in order (the module docstring), adding each offset taken properly
+    (or, for a fan-out copy already there, the offset its source took) to ``stored`` as it
+    goes, so that a failure part-way still tells what was stored."""
+    fan_out = any(extra for _, extra in entries)
+    head = None if fan_out else heads.get(stream)  # a fan-out starts from the true head
     if head is None:
         head = await _stream_head(db, stream)
-    pending = payloads
+    pending = entries
     stepped = False  # this run's head is an offset another writer took, not a read one
-    for _ in range(APPEND_ATTEMPTS):
+    lost = 0
+    while lost < APPEND_ATTEMPTS:
         docs = _entry_docs(stream, head, pending)
-        landed = await _insert_run(db, docs)
+        landed, clash = await _insert_run(db, docs)
         above = await _settle_run(db, stream, docs[:landed]) if landed else None
-        if landed and above is None:  # appended properly
-            stored += [doc["o"] for doc in docs[:landed]]
-            pending = pending[landed:]
-            if not pending:
-                heads.put(stream, stored[-1])
-                return
         if above is not None:  # landed on trimmed offsets: the head is above them
-            head, stepped = above, False
-        elif stepped and not landed:  # the other writer is further on: read where it is
+            head, stepped, lost = above, False, lost + 1
+            heads.put(stream, head)
+            continue
+        stored += [doc["o"] for doc in docs[:landed]]  # appended properly
+        pending = pending[landed:]
+        if clash == "source":  # the next entry's source is in the stream already: a no-op
+            taken = await _source_offset(db, docs[landed])
+            if taken is not None:
+                stored.append(taken)
+                pending = pending[1:]
+            else:  # trimmed meanwhile: insert it again
+                lost += 1
+            head, stepped = docs[landed]["o"] - 1, False
+        if not pending:
+            heads.put(stream, max(stored))
+            return
+        if clash == "source":
+            continue
+        lost += 1
+        if stepped and not landed:  # the other writer is further on: read where it is
             head, stepped = await _stream_head(db, stream), False
         else:  # another writer holds the next offset: go on right after it
             head, stepped = docs[landed]["o"], True
@@ -260,27 +374,40 @@ async def _append_all(
     raise StoreError(f"stream {stream}: other writers kept taking the next offset")
 
 
-def _entry_docs(stream: str, head: int, payloads: list[bytes]) -> list[Doc]:
+def _entry_docs(stream: str, head: int, entries: list[NewEntry]) -> list[Doc]:
     now = utcnow()
     return [
-        {"_id": ObjectId(), "s": stream, "o": head + 1 + i, "p": payload, "t": now}
-        for i, payload in enumerate(payloads)
+        {**extra, "_id": ObjectId(), "s": stream, "o": head + 1 + i, "p": payload, "t": now}
+        for i, (payload, extra) in enumerate(entries)
     ]
 
 
-async def _insert_run(db: AsyncIOMotorDatabase, docs: list[Doc]) -> int:
-    """Insert ``docs`` in order; how many went in before another writer's entry was in the way
-    (all of them if none was)."""
+async def _insert_run(db: AsyncIOMotorDatabase, docs: list[Doc]) -> tuple[int, str | None]:
+    """Insert ``docs`` in order; how many went in before one clashed, and on what: ``"offset"``
+    (another writer's entry took the offset), ``"source"`` (a fan-out copy of the same source
+    is in the stream already), or None (all went in)."""
     try:
         await db.stream_entries.insert_many(docs, ordered=True)
     except BulkWriteError as exc:
         if exc.details.get("writeConcernErrors"):
             raise StoreUnavailable(f"mongodb: {exc}") from exc
         [error, *_] = exc.details.get("writeErrors") or [{}]
-        if error.get("code") != DUPLICATE_KEY or not duplicate_on(error, "o"):
+        if error.get("code") != DUPLICATE_KEY:
             raise StoreError(f"mongodb: stream entry: {error or exc}") from exc
-        return int(error["index"])
-    return len(docs)
+        if duplicate_on(error, "sc"):
+            return int(error["index"]), "source"
+        if not duplicate_on(error, "o"):
+            raise StoreError(f"mongodb: stream entry: {error or exc}") from exc
+        return int(error["index"]), "offset"
+    return len(docs), None
+
+
+async def _source_offset(db: AsyncIOMotorDatabase, doc: Doc) -> int | None:
+    """The offset of the entry in ``doc``'s stream with ``doc``'s source (None: not there)."""
+    found = await db.stream_entries.find_one(
+        {"s": doc["s"], "sc": doc["sc"], "so": doc["so"]}, {"o": 1, "_id": 0}
+    )
+    return None if found is None else int(found["o"])
 
 
 async def _settle_run(db: AsyncIOMotorDatabase, stream: str, landed: list[Doc]) -> int | None:

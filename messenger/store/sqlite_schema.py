@@ -29,8 +29,9 @@ Every hot query has an index (checked by ``scripts/bench_store`` with EXPLAIN QU
   ``check_at`` (due digest checks); ``chats`` also by ``last_activity_at`` (the digest scan).
 * Streams (``sqlite_streams.py``): ``stream_entries`` by (stream, offset) (``WITHOUT ROWID``
   primary key: the unique index that gives offsets, a stream's page after an offset, its head
-  as the largest key), by creation time (trimming); ``stream_floors`` by stream;
-  ``store_meta`` by key (the stream epoch).
+  as the largest key), by creation time (trimming), by (stream, source) where a fan-out copy
+  has one (unique: a repeated fan-out is a no-op), incomplete fan-outs by (stream, offset)
+  (partial: only those); ``stream_floors`` by stream; ``store_meta`` by key (the stream epoch).
 """
 
 from __future__ import annotations
@@ -253,6 +254,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         # made once, here: this step runs in one write transaction, for one process only
         "INSERT INTO store_meta (key, value) VALUES ('stream_epoch', lower(hex(randomblob(8))))",
+    ),
+    # fan-out of small chats' events to user streams (docs/REALTIME_STREAMS.md): a user entry's
+    # source (chat id, chat offset), unique per user stream; a chat-log entry's recipients, set
+    # while its fan-out is incomplete (NULL once complete, and for every other entry)
+    (
+        "ALTER TABLE stream_entries ADD COLUMN source_chat TEXT",
+        "ALTER TABLE stream_entries ADD COLUMN source_offset INTEGER",
+        "ALTER TABLE stream_entries ADD COLUMN recipients TEXT",
+        """
+        CREATE UNIQUE INDEX stream_entries_source
+        ON stream_entries (stream, source_chat, source_offset) WHERE source_chat IS NOT NULL
+        """,
+        """
+        CREATE INDEX stream_entries_fanout_pending
+        ON stream_entries (stream, offset) WHERE recipients IS NOT NULL
+        """,
     ),
 )
 

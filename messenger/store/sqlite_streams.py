@@ -15,6 +15,13 @@ worker thread through ``_run``.
   stored offset, so the next append continues at head + 1.
 * ``stream_bounds`` is one statement for the whole list (``json_each``), each stream's head and
   floor a lookup of one index entry.
+* ``append_chat_event`` is one transaction: the chat-log entry (with its recipients, marking
+  its fan-out incomplete), the earlier incomplete entries of the chat completed first (there are
+  none unless the steps below were run alone), one entry per recipient at the head of their
+  user stream (or the offset its source already took there: the unique index
+  ``stream_entries_source``), then the recipients cleared (complete). Its steps,
+  ``append_chat_log`` and ``fan_out_entry``, are each a transaction of their own too, so a test
+  can stop between them like a writer that died; ``complete_fanouts`` finishes such entries.
 * The epoch is made by the schema step that creates ``store_meta`` (one process runs it, in its
   write transaction) and read once per store object.
 
@@ -31,10 +38,16 @@ from typing import Any
 import orjson
 
 from messenger.clock import from_millis, to_millis, utcnow
-from messenger.models import StreamEntry
+from messenger.models import ChatEventWrite, StreamEntry
 from messenger.store.errors import StoreError
 from messenger.store.sqlite_parts import Row, write_transaction
-from messenger.store.streams import EPOCH_KEY, check_stream, check_streams
+from messenger.store.streams import (
+    EPOCH_KEY,
+    chat_log_key,
+    check_stream,
+    check_streams,
+    recipient_keys,
+)
 
 # -- queries (module constants so tests can EXPLAIN QUERY PLAN them) -----------------------------
 SQL_STREAM_HEAD = "SELECT COALESCE(max(offset), 0) FROM stream_entries WHERE stream = ?"
@@ -42,8 +55,31 @@ SQL_INSERT_STREAM_ENTRY = """
     INSERT INTO stream_entries (stream, offset, payload, created_at) VALUES (?, ?, ?, ?)
 """
 SQL_READ_STREAM = """
-    SELECT stream, offset, payload, created_at FROM stream_entries
+    SELECT stream, offset, payload, created_at, source_chat, source_offset FROM stream_entries
     WHERE stream = ? AND offset > ? ORDER BY offset LIMIT ?
+"""
+SQL_INSERT_CHAT_LOG_ENTRY = """
+    INSERT INTO stream_entries (stream, offset, payload, created_at, recipients)
+    VALUES (?, ?, ?, ?, ?)
+"""
+SQL_INSERT_FANOUT_ENTRY = """
+    INSERT INTO stream_entries (stream, offset, payload, created_at, source_chat, source_offset)
+    VALUES (?, ?, ?, ?, ?, ?)
+"""
+SQL_SOURCE_OFFSET = """
+    SELECT offset FROM stream_entries
+    WHERE stream = ? AND source_chat = ? AND source_offset = ? AND source_chat IS NOT NULL
+"""
+# INDEXED BY: only the incomplete entries, never the chat's whole log.
+SQL_PENDING_FANOUTS = """
+    SELECT offset, payload, recipients FROM stream_entries INDEXED BY stream_entries_fanout_pending
+    WHERE stream = ? AND offset <= ? AND recipients IS NOT NULL ORDER BY offset
+"""
+SQL_MARK_FANNED = "UPDATE stream_entries SET recipients = NULL WHERE stream = ? AND offset = ?"
+SQL_OLD_PENDING_FANOUTS = """
+    SELECT stream, max(offset), min(created_at) FROM stream_entries
+    INDEXED BY stream_entries_fanout_pending
+    WHERE recipients IS NOT NULL AND created_at < ? GROUP BY stream ORDER BY min(created_at)
 """
 SQL_STREAM_BOUNDS = """
     SELECT wanted.value,
@@ -139,6 +175,110 @@ class SQLiteStreamsMixin:
         return await self._run(op)
 
 
+    # -- fan-out of a chat's events (docs/REALTIME_STREAMS.md) ---------------------------------
+    async def append_chat_event(
+        self, chat_id: str, payload: bytes, recipients: Sequence[str] | None
+    ) -> ChatEventWrite:
+        """See ``Store.append_chat_event`` and the module docstring: one transaction."""
+        log = chat_log_key(chat_id)
+        users = None if recipients is None else recipient_keys(recipients)
+        body = bytes(payload)
+
+        def op(conn: sqlite3.Connection) -> ChatEventWrite:
+            with write_transaction(conn):
+                chat_offset = _log_entry(conn, log, body, users)
+                if users is None:
+                    return ChatEventWrite(chat_offset, {})
+                _complete_pending(conn, log, chat_offset - 1)
+                user_offsets = _fan_out(conn, chat_id, chat_offset, body, users)
+                conn.execute(SQL_MARK_FANNED, (log, chat_offset))
+            return ChatEventWrite(chat_offset, user_offsets)
+
+        return await self._run(op)
+
+    async def append_chat_log(
+        self, chat_id: str, payload: bytes, recipients: Sequence[str] | None
+    ) -> int:
+        """The first step of ``append_chat_event`` alone: the chat-log entry (its fan-out
+        incomplete when there are recipients); its chat offset."""
+        log = chat_log_key(chat_id)
+        users = None if recipients is None else recipient_keys(recipients)
+
+        def op(conn: sqlite3.Connection) -> int:
+            with write_transaction(conn):
+                return _log_entry(conn, log, bytes(payload), users)
+
+        return await self._run(op)
+
+    async def fan_out_entry(
+        self, chat_id: str, chat_offset: int, payload: bytes, recipients: Sequence[str]
+    ) -> dict[str, int]:
+        """The fan-out step of ``append_chat_event`` alone, to the given recipients, without
+        marking the chat-log entry complete: each recipient's offset (idempotent)."""
+        users = recipient_keys(recipients)
+        chat_log_key(chat_id)
+
+        def op(conn: sqlite3.Connection) -> dict[str, int]:
+            with write_transaction(conn):
+                return _fan_out(conn, chat_id, chat_offset, bytes(payload), users)
+
+        return await self._run(op)
+
+    async def complete_fanouts(self, created_before: datetime) -> int:
+        """See ``Store.complete_fanouts``: one transaction, oldest chat first."""
+        cutoff_ms = to_millis(created_before)
+
+        def op(conn: sqlite3.Connection) -> int:
+            with write_transaction(conn):
+                chats = conn.execute(SQL_OLD_PENDING_FANOUTS, (cutoff_ms,)).fetchall()
+                return sum(_complete_pending(conn, log, newest) for log, newest, _ in chats)
+
+        return await self._run(op)
+
+
+def _log_entry(
+    conn: sqlite3.Connection, log: str, payload: bytes, users: dict[str, str] | None
+) -> int:
+    """Insert the chat-log entry at the head + 1 (inside the caller's transaction)."""
+    [(head,)] = conn.execute(SQL_STREAM_HEAD, (log,)).fetchall()
+    pending = orjson.dumps(list(users)).decode() if users else None
+    conn.execute(SQL_INSERT_CHAT_LOG_ENTRY, (log, head + 1, payload, to_millis(utcnow()), pending))
+    return head + 1
+
+
+def _fan_out(
+    conn: sqlite3.Connection, chat_id: str, chat_offset: int, payload: bytes,
+    users: dict[str, str],
+) -> dict[str, int]:
+    """One entry per user with source ``(chat_id, chat_offset)``, or the offset its source
+    already took in that user's stream."""
+    now_ms = to_millis(utcnow())
+    offsets: dict[str, int] = {}
+    for user_id, stream in users.items():
+        taken = conn.execute(SQL_SOURCE_OFFSET, (stream, chat_id, chat_offset)).fetchone()
+        if taken is not None:
+            offsets[user_id] = taken[0]
+            continue
+        [(head,)] = conn.execute(SQL_STREAM_HEAD, (stream,)).fetchall()
+        conn.execute(
+            SQL_INSERT_FANOUT_ENTRY, (stream, head + 1, payload, now_ms, chat_id, chat_offset)
+        )
+        offsets[user_id] = head + 1
+    return offsets
+
+
+def _complete_pending(conn: sqlite3.Connection, log: str, through: int) -> int:
+    """Complete the chat's incomplete entries up to chat offset ``through``, in order."""
+    chat_id = log[2:]
+    pending = conn.execute(SQL_PENDING_FANOUTS, (log, through)).fetchall()
+    for chat_offset, payload, recipients in pending:
+        users = recipient_keys(orjson.loads(recipients))
+        _fan_out(conn, chat_id, chat_offset, bytes(payload), users)
+        conn.execute(SQL_MARK_FANNED, (log, chat_offset))
+    return len(pending)
+
+
 def _entry(row: Row) -> StreamEntry:
-    stream, offset, payload, created_ms = row
-    return StreamEntry(stream, offset, bytes(payload), from_millis(created_ms))
+    stream, offset, payload, created_ms, source_chat, source_offset = row
+    source = None if source_chat is None else (source_chat, source_offset)
+    return StreamEntry(stream, offset, bytes(payload), from_millis(created_ms), source)

@@ -2,7 +2,8 @@
 the epoch's shape, the bound on append retries, and the per-process head cache (MongoDB's;
 SQLite reads the head inside its write transaction instead).
 
-A stream is ``u:<user id>`` (a user's stream) or ``c:<chat id>`` (a large chat's stream);
+A stream is ``u:<user id>`` (a user's stream) or ``c:<chat id>`` (a chat's log: the stream of a
+large chat, and the source of truth of a small chat's fan-out to its members' user streams);
 docs/REALTIME_STREAMS.md has the design.
 """
 
@@ -36,6 +37,22 @@ def check_stream(stream: object) -> str:
 def check_streams(streams: Iterable[object]) -> list[str]:
     """The keys, each once, in order; any malformed one raises ``StoreError``."""
     return [check_stream(stream) for stream in dict.fromkeys(streams)]
+
+
+def chat_log_key(chat_id: object) -> str:
+    """The chat log stream ``c:<chat_id>``; a malformed id raises ``StoreError``."""
+    return check_stream(f"c:{chat_id}" if isinstance(chat_id, str) else chat_id)
+
+
+def recipient_keys(recipients: Iterable[object]) -> dict[str, str]:
+    """``{user id: "u:<user id>"}`` for each recipient, once, in order; a malformed id raises
+    ``StoreError``."""
+    keys: dict[str, str] = {}
+    for user_id in recipients:
+        if not isinstance(user_id, str):
+            raise StoreError(f"malformed recipient id: {user_id!r}")
+        keys[user_id] = check_stream(f"u:{user_id}")
+    return keys
 
 
 def new_epoch() -> str:
