@@ -96,7 +96,7 @@ from typing import Any
 
 from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne, WriteConcern
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, WriteConcern
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from messenger.clock import utcnow
@@ -123,6 +123,7 @@ from messenger.store.mongo_docs import (
     INDEXES,
     Doc,
     attachment_docs,
+    bulk_upsert_max,
     duplicate_on,
     oid,
     read_key,
@@ -580,8 +581,8 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         for message in created:
             read_up[message.sender_id] = max(read_up.get(message.sender_id, 0), message.seq)
         if read_up:
-            await _raise_read_positions(
-                db,
+            await bulk_upsert_max(
+                db.read_positions,
                 [
                     read_position_upsert(chat_oid, senders[sender], seq)
                     for sender, seq in read_up.items()
@@ -1030,17 +1031,6 @@ async def _raise_read_position(db: AsyncIOMotorDatabase, key: str, update: Doc) 
     raise AssertionError("unreachable")
 
 
-async def _raise_read_positions(db: AsyncIOMotorDatabase, updates: list[UpdateOne]) -> None:
-    """``bulk_write`` of upsert-``$max`` read positions, retried once on a first-upsert clash."""
-    for attempt in (1, 2):
-        try:
-            await db.read_positions.bulk_write(updates, ordered=False)
-            return
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            clash = errors and all(e.get("code") == DUPLICATE_KEY for e in errors)
-            if attempt == 2 or not clash or exc.details.get("writeConcernErrors"):
-                raise
 
 
 async def _reserve_event_ids(db: AsyncIOMotorDatabase, count: int) -> Doc:

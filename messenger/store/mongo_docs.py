@@ -325,3 +325,18 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+async def bulk_upsert_max(collection: Any, updates: list[UpdateOne]) -> None:
+    """``bulk_write`` of upserted ``$max`` updates, retried once when two first upserts of one
+    ``_id`` clash (older servers report that as a duplicate key)."""
+    for attempt in (1, 2):
+        try:
+            await collection.bulk_write(updates, ordered=False)
+            return
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            clash = errors and all(e.get("code") == DUPLICATE_KEY for e in errors)
+            if attempt == 2 or not clash or exc.details.get("writeConcernErrors"):
+                raise
+

@@ -76,7 +76,14 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from messenger.clock import utcnow
 from messenger.models import ChatEventWrite, StreamEntry
 from messenger.store.errors import StoreError, StoreUnavailable
-from messenger.store.mongo_docs import DUPLICATE_KEY, Doc, duplicate_on, guarded, to_stream_entry
+from messenger.store.mongo_docs import (
+    DUPLICATE_KEY,
+    Doc,
+    bulk_upsert_max,
+    duplicate_on,
+    guarded,
+    to_stream_entry,
+)
 from messenger.store.streams import (
     APPEND_ATTEMPTS,
     EPOCH_KEY,
@@ -227,8 +234,8 @@ class MongoStreamsMixin:
         }
         deleted = 0
         for chunk in _chunks(list(newest_old)):
-            await _raise_floors(
-                db,
+            await bulk_upsert_max(
+                db.stream_floors,
                 [
                     UpdateOne({"_id": stream}, {"$max": {"floor": newest_old[stream]}}, upsert=True)
                     for stream in chunk
@@ -452,19 +459,6 @@ async def _stream_heads(db: AsyncIOMotorDatabase, streams: list[str]) -> dict[st
     docs = await db.stream_entries.aggregate(_heads_pipeline(streams)).to_list(None)
     heads = {doc["_id"]: doc["head"] for doc in docs}
     return {stream: heads.get(stream, 0) for stream in streams}
-
-
-async def _raise_floors(db: AsyncIOMotorDatabase, updates: list[UpdateOne]) -> None:
-    """``bulk_write`` of upsert-``$max`` floors, retried once on a first-upsert clash."""
-    for attempt in (1, 2):
-        try:
-            await db.stream_floors.bulk_write(updates, ordered=False)
-            return
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            clash = errors and all(e.get("code") == DUPLICATE_KEY for e in errors)
-            if attempt == 2 or not clash or exc.details.get("writeConcernErrors"):
-                raise
 
 
 async def _ensure_epoch(db: AsyncIOMotorDatabase) -> str:
