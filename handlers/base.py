@@ -25,7 +25,6 @@ from messenger import validation
 from messenger.errors import (
     ApiError,
     InternalError,
-    InvalidToken,
     MethodNotAllowed,
     NotFound,
     OriginNotAllowed,
@@ -37,7 +36,6 @@ from messenger.jsonutil import dumps
 from messenger.origins import origin_allowed
 from messenger.redaction import redact
 from messenger.store import StoreUnavailable
-from messenger.tokens import ACCESS
 
 if TYPE_CHECKING:
     from messenger.services import Services
@@ -159,10 +157,7 @@ class BaseHandler(tornado.web.RequestHandler):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("a bearer access token is required")
-        user_id = self.services.tokens.decode(token.strip(), ACCESS).user_id
-        if not await self.services.known_users.exists(user_id):
-            raise InvalidToken("the account of this token does not exist")
-        return user_id
+        return (await self.services.authenticate(token.strip())).user_id
 
     @classmethod
     def allowed_methods(cls) -> list[str]:

@@ -28,7 +28,6 @@ from messenger import events, protocol, validation
 from messenger.errors import (
     ApiError,
     InternalError,
-    InvalidToken,
     OriginNotAllowed,
     RateLimited,
     ServiceUnavailable,
@@ -40,7 +39,6 @@ from messenger.events import Event
 from messenger.origins import origin_allowed
 from messenger.ratelimit import TokenBucket
 from messenger.store import StoreUnavailable
-from messenger.tokens import ACCESS
 
 if TYPE_CHECKING:
     from actors.hub import RealtimeHub
@@ -83,11 +81,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         token = self.get_query_argument("token", None)
         if not token:
             raise Unauthorized("a token query parameter with an access token is required")
-        claims = self.application.services.tokens.decode(token, ACCESS)  # type: ignore
-        if not await self.application.services.known_users.exists(  # type: ignore
-            claims.user_id
-        ):
-            raise InvalidToken("the account of this token does not exist")
+        claims = await self.application.services.authenticate(token)  # type: ignore
         self.user_id = claims.user_id
         self.token_expires_at = claims.expires_at.timestamp()
         origin = self.request.headers.get("Origin")
@@ -102,8 +96,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         quota = self.application.ws_sessions  # type: ignore[attr-defined]
         if not quota.acquire(self.user_id):
             raise TooManySessions(
-                f"this user already has {quota.per_user} WebSocket sessions open here;"
-                " close one first", limit=quota.per_user,
+                f"this user already has {quota.limit} WebSocket sessions open here;"
+                " close one first", limit=quota.limit,
             )
         self._holds_quota = True
 

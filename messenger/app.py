@@ -14,12 +14,12 @@ from config import Settings
 from handlers.base import NotFoundHandler
 from handlers.routes import url_specs
 from handlers.ws import HARD_FRAME_FACTOR
+from messenger.capped_counts import CappedCounts
 from messenger.client_address import TrustedProxies
 from messenger.connection_limits import ConnectionLimiter
 from messenger.http_server import LimitedHTTPServer
 from messenger.redaction import redact
 from messenger.services import Services
-from messenger.session_quota import SessionQuota
 
 log = logging.getLogger("messenger")
 access_log = logging.getLogger("messenger.access")
@@ -43,7 +43,8 @@ class MessengerApp(tornado.web.Application):
         )
         self.services = services
         self.trusted_proxies = TrustedProxies(services.settings.trusted_proxies)
-        self.ws_sessions = SessionQuota(services.settings.ws_max_sessions_per_user)
+        #: WebSocket sessions held by each user here (WS_MAX_SESSIONS_PER_USER).
+        self.ws_sessions = CappedCounts(services.settings.ws_max_sessions_per_user)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

@@ -40,7 +40,6 @@ from messenger.errors import (
     AttachmentNotFound,
     AttachmentNotReady,
     ContentTypeNotAllowed,
-    InvalidToken,
     StorageUnavailable,
     UnknownAttachments,
     UploadMissing,
@@ -51,7 +50,6 @@ from messenger.errors import (
     ValidationFailed,
 )
 from messenger.ids import is_valid_id, new_id
-from messenger.known_users import KnownUsers
 from messenger.models import Attachment, Upload, UploadStatus
 from messenger.storage import ObjectStorage, SignedRequest, StorageError
 from messenger.store import Store
@@ -113,10 +111,8 @@ class AttachmentService:
         orphan_age: int,
         max_per_message: int,
         clock: Callable[[], datetime] = utcnow,
-        known_users: KnownUsers | None = None,
     ) -> None:
         self._store = store
-        self._known_users = known_users
         self.storage = storage
         self.max_bytes = max_bytes
         self.allowed_types = tuple(allowed_types)
@@ -137,8 +133,6 @@ class AttachmentService:
             )
         if size > self.max_bytes:
             raise UploadTooLarge(f"size must be at most {self.max_bytes} bytes", field="size")
-        if self._known_users is not None and not await self._known_users.exists(owner_id):
-            raise InvalidToken("the account of this token does not exist")
         upload_id = new_id()
         upload = Upload(
             upload_id,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 from collections import Counter
 
+from messenger.capped_counts import CappedCounts
+
 
 class Refusal(enum.Enum):
     """Why a connection was refused."""
@@ -25,24 +27,20 @@ class Refusal(enum.Enum):
 class ConnectionLimiter:
     def __init__(self, max_total: int, max_per_address: int) -> None:
         self.max_total = max_total
-        self.max_per_address = max_per_address
         self.total = 0
-        self._per_address: dict[str, int] = {}
+        self._per_address = CappedCounts(max_per_address)
         self._refused: Counter[Refusal] = Counter()
         self._refused_from: Counter[str] = Counter()
 
     def count(self, address: str) -> int:
-        return self._per_address.get(address, 0)
+        return self._per_address.held(address)
 
     def admit(self, address: str | None) -> Refusal | None:
         """Count a new connection, or say why it must be refused (then nothing is counted)."""
         if self.total >= self.max_total:
             return self._refuse(Refusal.SERVER_FULL, address)
-        if address is not None:
-            held = self._per_address.get(address, 0)
-            if held >= self.max_per_address:
-                return self._refuse(Refusal.ADDRESS_FULL, address)
-            self._per_address[address] = held + 1
+        if address is not None and not self._per_address.acquire(address):
+            return self._refuse(Refusal.ADDRESS_FULL, address)
         self.total += 1
         return None
 
@@ -54,26 +52,17 @@ class ConnectionLimiter:
         """
         if old == new:
             return None
-        held = self._per_address.get(new, 0)
-        if held >= self.max_per_address:
+        if not self._per_address.acquire(new):
             return self._refuse(Refusal.ADDRESS_FULL, new)
-        self._per_address[new] = held + 1
-        self._forget(old)
+        if old is not None:
+            self._per_address.release(old)
         return None
 
     def release(self, address: str | None) -> None:
         """A connection admitted under ``address`` (its current key) has closed."""
         self.total -= 1
-        self._forget(address)
-
-    def _forget(self, address: str | None) -> None:
-        if address is None:
-            return
-        held = self._per_address.get(address, 0) - 1
-        if held > 0:
-            self._per_address[address] = held
-        else:
-            self._per_address.pop(address, None)
+        if address is not None:
+            self._per_address.release(address)
 
     def _refuse(self, why: Refusal, address: str | None) -> Refusal:
         self._refused[why] += 1

@@ -12,12 +12,13 @@ from messenger.accounts import AccountService
 from messenger.attachments import AttachmentService
 from messenger.auth_limits import AuthLimits
 from messenger.chats import ChatService
+from messenger.errors import InvalidToken
 from messenger.known_users import KnownUsers
 from messenger.mail.service import EmailService
 from messenger.passwords import PasswordHasher
 from messenger.storage import ObjectStorage, open_storage
 from messenger.store import Store, open_store
-from messenger.tokens import TokenCodec
+from messenger.tokens import ACCESS, TokenClaims, TokenCodec
 
 
 @dataclass
@@ -54,7 +55,6 @@ class Services:
         )
         hasher = PasswordHasher(settings.bcrypt_rounds)
         storage = open_storage(settings)
-        known_users = KnownUsers(store)
         attachments = AttachmentService(
             store,
             storage,
@@ -63,7 +63,6 @@ class Services:
             url_ttl=settings.upload_url_ttl,
             orphan_age=settings.upload_orphan_age,
             max_per_message=settings.max_attachments_per_message,
-            known_users=known_users,
         )
         return cls(
             settings=settings,
@@ -78,9 +77,17 @@ class Services:
             ),
             storage=storage,
             attachments=attachments,
-            known_users=known_users,
+            known_users=KnownUsers(store),
             auth_limits=AuthLimits(settings),
         )
+
+    async def authenticate(self, access_token: str) -> TokenClaims:
+        """The claims of a valid access token of an existing account; ``InvalidToken`` for
+        anything else (the REST bearer check and the WebSocket handshake both use this)."""
+        claims = self.tokens.decode(access_token, ACCESS)
+        if not await self.known_users.exists(claims.user_id):
+            raise InvalidToken("the account of this token does not exist")
+        return claims
 
     async def start(self) -> None:
         await self.store.migrate()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from config.settings import UNLIMITED_AUTH
+from messenger.store import Store
 from tests.support.processes import MessengerServer, MongoecoServer
+from tests.support.stores import open_adapter
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -55,3 +58,12 @@ def server(
     proc.backend = request.param
     yield proc
     proc.stop()
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A migrated store adapter for the contract tests, on SQLite and on MongoDB (mongoeco)."""
+    adapter = open_adapter(request.param, request, tmp_path)
+    await adapter.migrate()
+    yield adapter
+    await adapter.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -36,7 +36,6 @@ from messenger.services import Services
 from messenger.store import Store
 from messenger.tokens import REFRESH
 from tests.support.smtp import SmtpSink, until
-from tests.test_store_contract import open_adapter
 
 SENDER = "no-reply@messenger.test"
 
@@ -47,14 +46,6 @@ def sink() -> Iterator[SmtpSink]:
     server = SmtpSink().start()
     yield server
     server.stop()
-
-
-@pytest.fixture(params=["sqlite", "mongo"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    adapter = open_adapter(request.param, request, tmp_path)
-    await adapter.migrate()
-    yield adapter
-    await adapter.close()
 
 
 def second_adapter(store: Store) -> Store:

@@ -4,7 +4,6 @@ and MongoDB through the mongoeco wire server): ``messenger/store/base.py``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -14,15 +13,8 @@ from messenger.clock import utcnow
 from messenger.ids import new_id
 from messenger.models import Attachment, MessageDraft, Upload, UploadStatus, User
 from messenger.store import Store
-from tests.test_store_contract import new_group, new_user, open_adapter
-
-
-@pytest.fixture(params=["sqlite", "mongo"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    adapter = open_adapter(request.param, request, tmp_path)
-    await adapter.migrate()
-    yield adapter
-    await adapter.close()
+from tests.support.stores import open_adapter
+from tests.test_store_contract import new_group, new_user
 
 
 def make_upload(

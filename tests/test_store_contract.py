@@ -39,27 +39,6 @@ from messenger.store import EmailTaken, Store, StoreUnavailable
 BACKEND_NAMES = {"sqlite": "sqlite", "mongo": "mongodb"}
 
 
-def open_adapter(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if kind == "sqlite":
-        from messenger.store.sqlite import SQLiteStore
-
-        return SQLiteStore(tmp_path / "db.sqlite3")
-    from messenger.store.mongo import MongoStore
-
-    server = request.getfixturevalue("mongoeco")
-    return MongoStore(
-        server.url, f"contract_{uuid.uuid4().hex}", write_concern="majority", timeout_ms=3000
-    )
-
-
-@pytest.fixture(params=["sqlite", "mongo"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    adapter = open_adapter(request.param, request, tmp_path)
-    await adapter.migrate()
-    yield adapter
-    await adapter.close()
-
-
 # -- helpers ---------------------------------------------------------------------------------
 def next_millisecond(after: datetime) -> None:
     """Spin (at most about a millisecond, no sleep) until the store clock has passed ``after``."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -27,17 +26,9 @@ from messenger.models import (
     User,
 )
 from messenger.store import Store
-from tests.test_store_contract import next_millisecond, open_adapter
+from tests.test_store_contract import next_millisecond
 
 VERIFY, RESET = EmailTokenPurpose.VERIFY, EmailTokenPurpose.RESET
-
-
-@pytest.fixture(params=["sqlite", "mongo"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    adapter = open_adapter(request.param, request, tmp_path)
-    await adapter.migrate()
-    yield adapter
-    await adapter.close()
 
 
 async def new_user(store: Store, name: str = "ann") -> User:

@@ -25,17 +25,8 @@ from tests.test_store_contract import (
     new_user,
     new_users,
     next_millisecond,
-    open_adapter,
     send,
 )
-
-
-@pytest.fixture(params=["sqlite", "mongo"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    adapter = open_adapter(request.param, request, tmp_path)
-    await adapter.migrate()
-    yield adapter
-    await adapter.close()
 
 
 def payload(n: int, **extra: object) -> bytes:

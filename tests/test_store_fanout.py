@@ -22,21 +22,12 @@ import pytest
 from messenger.clock import utcnow
 from messenger.models import ChatEventWrite, StreamEntry
 from messenger.store import Store, StoreError
-from tests.test_store_contract import open_adapter
-from tests.test_store_streams import on_the_same_database
+from tests.support.stores import on_the_same_database
 
 CHAT = "c" * 24
 OTHER_CHAT = "d" * 24
 ANN, BOB, CID = "a" * 24, "b" * 24, "e" * 24
 MEMBERS = [ANN, BOB, CID]
-
-
-@pytest.fixture(params=["sqlite", "mongo"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    adapter = open_adapter(request.param, request, tmp_path)
-    await adapter.migrate()
-    yield adapter
-    await adapter.close()
 
 
 @pytest.fixture

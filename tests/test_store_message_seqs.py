@@ -19,8 +19,8 @@ import pytest
 
 from messenger.models import AppendResult, Chat, Message, MessageDraft, SenderNotMember
 from messenger.store import Store
-from tests.test_store_contract import new_group, new_users, open_adapter
-from tests.test_store_streams import on_the_same_database
+from tests.support.stores import on_the_same_database, open_adapter
+from tests.test_store_contract import new_group, new_users
 
 
 @pytest.fixture(params=["sqlite", "mongo"])

@@ -20,7 +20,8 @@ import pytest
 from messenger.clock import utcnow
 from messenger.models import StreamEntry
 from messenger.store import Store, StoreError
-from tests.test_store_contract import is_utc_millis, next_millisecond, open_adapter
+from tests.support.stores import on_the_same_database, open_adapter
+from tests.test_store_contract import is_utc_millis, next_millisecond
 
 HEX_ID = "0123456789abcdef01234567"
 ANN = f"u:{HEX_ID}"
@@ -43,26 +44,7 @@ MALFORMED = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "mongo"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    adapter = open_adapter(request.param, request, tmp_path)
-    await adapter.migrate()
-    yield adapter
-    await adapter.close()
-
-
 type Opener = Callable[[], Awaitable[Store]]
-
-
-def on_the_same_database(store: Store) -> Store:
-    """Another store object on ``store``'s database: another process, in effect."""
-    from messenger.store.mongo import MongoStore
-    from messenger.store.sqlite import SQLiteStore
-
-    if isinstance(store, SQLiteStore):
-        return SQLiteStore(store.path)
-    assert isinstance(store, MongoStore)
-    return MongoStore(store.url, store.db_name, timeout_ms=store.timeout_ms)
 
 
 @pytest.fixture
