@@ -4,10 +4,11 @@ The send path, for REST and WebSocket senders alike: ``Send`` requests queued to
 taken as one batch (``batch_types``); each is checked against the cached member list (no
 database read per send; the store checks membership again as it writes), the batch is stored
 with one ``Store.append_messages`` (one batch insert), then one ``new_message`` event per new
-message goes to the event log, which stores and publishes them in order; only then does each
-sender get its answer. A retried ``client_msg_id`` returns the original message and publishes
-nothing. Because one actor owns a chat's sends, every session receives that chat's messages in
-``seq`` order.
+message goes out through the stream publisher (stored in the chat's streams, then published),
+in ``seq`` order; only then does each sender get its answer. A retried ``client_msg_id``
+returns the original message and publishes nothing. Because one actor owns a chat's sends
+here, and the store orders every writer's events of a chat by chat offset, every session
+receives that chat's messages in ``seq`` order.
 
 Typing is state here: ``typing_start`` publishes ``is_typing: true`` only when the user was
 not typing already (repeats just push the expiry back), ``typing_stop`` or ``TYPING_TTL``
@@ -23,14 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from actors.ports import ChatPorts
 from actors.runtime import Actor
-from messenger import events
 from messenger.errors import ApiError, ChatNotFound
 from messenger.models import Chat, Message, MessageDraft, SenderNotMember
+from messenger.realtime import frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +41,16 @@ class Send:
     text: str
     client_msg_id: str | None
     attachment_ids: tuple[str, ...] = ()
-    origin: str | None = None  # the WebSocket session that sent it
+    origin: str = ""  # the WebSocket session that sent it (gets message_sent)
 
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
     message: Message
-    created: bool
-    event_id: int | None  # the new_message event; None for a replayed client_msg_id
+    created: bool  # False: a replayed client_msg_id (nothing new stored or sent)
+    #: The sending session gets message_sent through the stream (False: another process wrote
+    #: the message's event first, or it was a replay: the session must be told directly).
+    announced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,7 @@ class ChatActor(Actor):
         super().__init__(f"chat:{chat_id}")
         self.chat_id = chat_id
         self._store = ports.store
-        self._publisher = ports.publisher
+        self._events = ports.events
         self._attachments = ports.attachments
         self.idle_timeout = ports.idle_timeout
         self.batch_max = ports.batch_max
@@ -98,8 +102,12 @@ class ChatActor(Actor):
         self._typing: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self._typing_generation = 0
         self._read_sent: dict[str, int] = {}
-        #: new_message events of stored messages whose publication failed; retried first.
-        self._unpublished: list[events.EventDraft] = []
+        #: new_message events of stored messages whose write failed: (message, origin),
+        #: written before anything else of this chat.
+        self._unpublished: list[tuple[Message, str]] = []
+        #: The seq of the last message whose event this actor wrote (its next one needs no
+        #: check that the events before it are written).
+        self._event_seq: int | None = None
 
     async def on_start(self) -> None:
         await self._load()
@@ -117,14 +125,23 @@ class ChatActor(Actor):
         return self.chat
 
     # -- send ------------------------------------------------------------------------------
-    async def _publish_backlog(self) -> None:
-        if self._unpublished:
-            pending, self._unpublished = self._unpublished, []
-            try:
-                await self._publisher.publish(pending)
-            except Exception:
-                self._unpublished = pending + self._unpublished
-                raise
+    async def _publish_backlog(self) -> set[int]:
+        """Write the pending message events, in order, with one store call; the seqs whose
+        event was written here."""
+        if not self._unpublished:
+            return set()
+        assert self.chat is not None
+        pending = list(self._unpublished)
+        streamed, announced = await self._events.message_events(
+            self.chat, pending, self._event_seq)
+        del self._unpublished[:len(pending)]
+        self._note_streamed(streamed)
+        self._event_seq = max(message.seq for message, _ in pending)
+        return announced
+
+    def _note_streamed(self, streamed: bool) -> None:
+        if streamed and self.chat is not None and not self.chat.streamed:
+            self.chat = dataclasses.replace(self.chat, streamed=True)
 
     async def receive_batch(self, messages: list[Any]) -> list[Any]:
         await self._publish_backlog()
@@ -152,8 +169,6 @@ class ChatActor(Actor):
             # listed (removed through another process): refuse them and reload the members.
             await self._load()
         assert self.chat is not None
-        members = self.chat.member_ids
-        new_events = []
         for slot, outcome in zip(slots, appended, strict=True):
             if isinstance(outcome, SenderNotMember):
                 results[slot] = ChatNotFound("chat not found")
@@ -161,22 +176,15 @@ class ChatActor(Actor):
             if outcome.created:
                 self.last_seq = max(self.last_seq, outcome.message.seq)
                 self._stop_typing_silently(outcome.message.sender_id)
-                new_events.append((slot, events.new_message(
-                    outcome.message, members, messages[slot].origin)))
-        drafts_out = [draft for _, draft in new_events]
-        try:
-            published = await self._publisher.publish(drafts_out)
-        except Exception:
-            # The messages are stored; their events go out before anything else of this chat,
-            # on the next send (a retry with the same client_msg_id is such a send).
-            self._unpublished.extend(drafts_out)
-            raise
-        event_ids = {slot: event.id for (slot, _), event in zip(new_events, published,
-                                                                strict=True)}
+                # The messages are stored; if an event cannot be written, it and the rest go
+                # out before anything else of this chat, on the next request to it (a retry
+                # with the same client_msg_id is such a request).
+                self._unpublished.append((outcome.message, messages[slot].origin))
+        announced = await self._publish_backlog()
         for slot, outcome in zip(slots, appended, strict=True):
             if not isinstance(outcome, SenderNotMember):
                 results[slot] = SendOutcome(outcome.message, outcome.created,
-                                            event_ids.get(slot))
+                                            outcome.created and outcome.message.seq in announced)
         return results
 
     # -- typing and reads --------------------------------------------------------------------
@@ -227,9 +235,8 @@ class ChatActor(Actor):
 
     async def _publish_typing(self, user_id: str, is_typing: bool) -> None:
         assert self.chat is not None
-        await self._publisher.publish(
-            [events.typing(self.chat_id, user_id, is_typing, self.chat.member_ids)]
-        )
+        await self._events.ephemeral_to_chat(
+            self.chat, frames.typing(self.chat_id, user_id, is_typing), user_id)
 
     async def _mark_read(self, user_id: str, seq: int) -> ReadOutcome:
         chat = self._member(user_id)
@@ -237,9 +244,8 @@ class ChatActor(Actor):
         unread = max(0, self.last_seq - position)
         if position > self._read_sent.get(user_id, 0):
             self._read_sent[user_id] = position
-            await self._publisher.publish(
-                [events.read(self.chat_id, user_id, position, unread, chat.member_ids)]
-            )
+            self._note_streamed(await self._events.chat_event(
+                chat, frames.read(self.chat_id, user_id, position, unread)))
         return ReadOutcome(self.chat_id, position, unread)
 
     def is_idle(self) -> bool:

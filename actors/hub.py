@@ -1,18 +1,19 @@
-"""RealtimeHub: the one object handlers talk to for anything real-time.
+"""RealtimeHub: the one object handlers talk to for anything real-time on this process.
 
-It owns this process's actors — a ``UserActor`` per connected user, a ``ChatActor`` per active
-chat, the ``EventLogActor`` — and the router that hands every published batch of events to
-the user actors of its recipients. Handlers call it with plain arguments and get plain results
-or typed ``ApiError``s; they never touch an actor directly.
+It wires this process's real-time parts together and gives handlers plain calls:
 
-The actors do not know the hub: each gets its ports (``actors/ports.py``) — the store, the
-hub as event publisher and presence listener, the attachment claims, its settings values.
+* the **node** (``messenger/realtime/node.py``) with its broker: every publication reaches
+  local sessions' feeds through it; each session has a ``Feed`` that follows its streams;
+* the **stream publisher** (``messenger/realtime/publisher.py``): the one door out for events,
+  stored first, then published; chat actors and chat changes go through it;
+* the **actors**: a ``ChatActor`` per active chat (members, typing, the send path), a
+  ``UserActor`` per user with a session here (presence);
+* background sweeps: fan-outs left incomplete by a writer that died (``complete_fanouts``),
+  retention (``trim_streams``), idle WebSockets.
 
-Resume: a session that gives ``last_event_id`` is first caught up from the user's ring (or from
-the event log in storage when the ring does not reach back that far), page by page, and only
-then made live; events that arrive meanwhile go to the ring and are written when it goes live,
-so nothing is missed or repeated. A cursor older than what the event log retains (or newer
-than anything published) gets ``resync_required``.
+Membership changes made here are announced to every node with a ``chat_changed`` control
+message, on which each node's chat actor reloads its members (the store checks membership on
+every send regardless: a stale cache can only refuse late, never accept a removed member).
 """
 
 from __future__ import annotations
@@ -21,48 +22,86 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from actors import chat as chat_actor
 from actors.chat import ChatActor, ReadOutcome, SendOutcome
-from actors.event_log import Append, EventLogActor, Purge
 from actors.ports import AttachmentClaims, ChatPorts, UserPorts
 from actors.runtime import ActorRegistry, InboxFull
 from actors.user import Attach, Detach, Session, UserActor
 from config import Settings
-from messenger import events
-from messenger.bus import Bus, LocalBus
+from messenger.clock import utcnow
 from messenger.errors import ChatNotFound
-from messenger.events import Event, EventDraft
 from messenger.ids import is_valid_id
 from messenger.models import Chat
+from messenger.realtime import frames
+from messenger.realtime.broker import (
+    Broker,
+    ControlKind,
+    ControlMessage,
+    InProcessBroker,
+    InProcessNetwork,
+)
+from messenger.realtime.feed import Feed, Outlet
+from messenger.realtime.history import StoreHistory
+from messenger.realtime.node import Node
+from messenger.realtime.publisher import StreamPublisher
+from messenger.realtime.resume import ResumeCursor
 from messenger.store import Store
 
 log = logging.getLogger("messenger.realtime")
 
 ASK_TIMEOUT_SECONDS = 30.0
-CATCH_UP_PAGE = 500
+#: A fan-out still incomplete after this long is finished by the sweep (its writer died).
+FANOUT_SWEEP_AGE_SECONDS = 10.0
+FANOUT_SWEEP_INTERVAL_SECONDS = 10.0
+
+
+@dataclass
+class PollOutlet:
+    """A long poll as a feed's outlet: it collects the frames."""
+
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    frames: list[bytes] = field(default_factory=list)
+    resynced: bool = False
+    #: Set when frames arrive or the client went away: the poll answers.
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def write_frames(self, batch: list[bytes]) -> None:
+        self.frames.extend(batch)
+
+    async def write_paced(self, batch: list[bytes]) -> None:
+        self.frames.extend(batch)
+
+    def resync(self, cursor: str) -> None:
+        self.resynced = True
 
 
 @dataclass(frozen=True, slots=True)
-class Backlog:
-    events: list[Event]
+class PollResult:
+    frames: list[bytes]
+    cursor: str
     resync: bool
-    head: int
 
 
 class RealtimeHub:
     def __init__(self, settings: Settings, store: Store, attachments: AttachmentClaims,
-                 bus: Bus | None = None) -> None:
+                 network: InProcessNetwork | None = None, node_id: str | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.bus = bus or LocalBus()
+        self.node_id = node_id or uuid.uuid4().hex
+        self.history = StoreHistory(store)
+        self.broker: Broker = InProcessBroker(self.node_id, self.history, network)
+        self.node = Node(self.broker, self.history, store, settings.stream_gap_hold)
+        self.publisher = StreamPublisher(store, self.broker, self.history,
+                                         settings.stream_fanout_max_members)
         chat_ports = ChatPorts(
             store=store,
-            publisher=self,
+            events=self.publisher,
             attachments=attachments,
             idle_timeout=settings.actor_idle_timeout,
             batch_max=settings.send_batch_max,
@@ -72,84 +111,58 @@ class RealtimeHub:
             presence=self,
             idle_timeout=settings.actor_idle_timeout,
             presence_grace=settings.presence_grace,
-            ring_size=settings.event_ring_size,
         )
         self.users: ActorRegistry[str, UserActor] = ActorRegistry(
-            lambda user_id: UserActor(user_id, user_ports, self.event_log.head)
+            lambda user_id: UserActor(user_id, user_ports)
         )
         self.chats: ActorRegistry[str, ChatActor] = ActorRegistry(
             lambda chat_id: ChatActor(chat_id, chat_ports)
         )
-        self.event_log: EventLogActor
-        self._purge_task: asyncio.Task[None] | None = None
-        self._sweep_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._ws_sessions: set[Any] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        _, head = await self.store.event_bounds()
-        self.event_log = EventLogActor(self.store, self.bus, head,
-                                       self.settings.event_retention)
-        self.event_log.start()
-        self.bus.subscribe(self.route)
+        self.node.on_control_message(self._on_control)
+        await self.node.start()
+        await self._complete_fanouts()
         loop = asyncio.get_running_loop()
-        self._purge_task = loop.create_task(self._purge_periodically())
-        self._sweep_task = loop.create_task(self._sweep_idle())
+        self._tasks = [loop.create_task(self._sweep_streams()),
+                       loop.create_task(self._sweep_idle())]
 
     async def close(self) -> None:
-        for task in (self._purge_task, self._sweep_task):
-            if task is not None:
-                task.cancel()
+        for task in self._tasks:
+            task.cancel()
         await self.users.stop_all()
         await self.chats.stop_all()
-        if hasattr(self, "event_log"):
-            await self.event_log.stop()
+        await self.node.close()
 
-    async def _purge_periodically(self) -> None:
-        interval = min(3600.0, max(1.0, self.settings.event_retention / 10))
+    async def _complete_fanouts(self) -> None:
+        before = utcnow() - timedelta(seconds=FANOUT_SWEEP_AGE_SECONDS)
+        completed = await self.store.complete_fanouts(before)
+        if completed:
+            log.warning("completed %d fan-outs left by a writer that stopped", completed)
+
+    async def _sweep_streams(self) -> None:
+        retention = self.settings.event_retention
+        trim_every = min(3600.0, max(1.0, retention / 10))
+        next_trim = time.monotonic() + trim_every
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(FANOUT_SWEEP_INTERVAL_SECONDS)
             try:
-                await self.event_log.ask(Purge(), ASK_TIMEOUT_SECONDS)
+                await self._complete_fanouts()
+                if time.monotonic() >= next_trim:
+                    next_trim = time.monotonic() + trim_every
+                    await self.store.trim_streams(utcnow() - timedelta(seconds=retention))
             except Exception:
-                log.exception("purging old events failed; will retry")
-
-    # -- publishing (the chat actors' EventPublisher) and routing ---------------------------
-    async def publish(self, drafts: list[EventDraft]) -> list[Event]:
-        """Store events in the log and publish them; returns them with their ids."""
-        drafts = [d for d in drafts if d.recipients]
-        if not drafts:
-            return []
-        result: list[Event] = await self.event_log.ask(Append(drafts), ASK_TIMEOUT_SECONDS)
-        return result
-
-    def route(self, published: list[Event]) -> None:
-        """Bus subscriber: hand each event to the user actors of its recipients here."""
-        by_actor: dict[UserActor, list[Event]] = {}
-        get = self.users.get
-        for event in published:
-            for user_id in event.recipients:
-                actor = get(user_id)
-                if actor is not None:
-                    batch = by_actor.get(actor)
-                    if batch is None:
-                        by_actor[actor] = [event]
-                    else:
-                        batch.append(event)
-        for actor, batch in by_actor.items():
-            actor.deliver(batch)
+                log.exception("stream sweep failed; will retry")
 
     # -- sessions ----------------------------------------------------------------------------
-    @property
-    def head(self) -> int:
-        return self.event_log.head
-
     async def open_session(self, user_id: str, session: Session) -> None:
         """Count a session for presence (the first one makes the user online)."""
         await self.users.ask(user_id, Attach(session), ASK_TIMEOUT_SECONDS)
 
     def close_session(self, user_id: str, session: Session) -> None:
-        session.live = False
         actor = self.users.get(user_id)
         if actor is not None:
             try:
@@ -159,84 +172,42 @@ class RealtimeHub:
             except Exception:
                 pass  # the actor is gone, and the session with it
 
-    async def read_backlog(self, user_id: str, after: int, limit: int) -> Backlog:
-        """Events for ``user_id`` with ids above ``after`` (at most ``limit``)."""
-        head = self.event_log.head
-        if after > head:
-            return Backlog([], True, head)
-        actor = self.users.get(user_id)
-        if actor is not None:
-            recent = actor.events_after(after, limit)
-            if recent is not None:
-                return Backlog(recent, False, head)
-        floor, _ = await self.store.event_bounds()
-        if after < floor:
-            return Backlog([], True, head)
-        stored = await self.store.list_events(user_id, after, limit)
-        return Backlog([Event.from_stored(s) for s in stored if s.id <= head], False, head)
-
-    async def catch_up(self, user_id: str, session: Any, resync: Any) -> None:
-        """Write what ``session`` missed since its cursor, then make it live.
-
-        ``session.write_backlog`` writes a page at the pace the client reads. When the cursor is
-        too old, unknown or too far behind, ``resync()`` is called once (it tells the client)
-        and the session continues live from the current head.
-        """
-        replayed = 0
-        while True:
-            if session.closed:  # the client left meanwhile: nothing to make live
-                return
-            backlog = await self.read_backlog(user_id, session.cursor, CATCH_UP_PAGE)
-            if session.closed:
-                return
-            if backlog.resync or replayed > self.settings.resume_max_events:
-                session.cursor = backlog.head
-                resync()
-                replayed = 0
-                continue
-            if backlog.events:
-                await session.write_backlog(backlog.events)
-                if session.closed:
-                    return
-                replayed += len(backlog.events)
-                continue
-            actor = self.users.get_or_spawn(user_id)
-            if actor.go_live(session):
-                actor.sessions.setdefault(session.id, session)
-                return
+    async def open_feed(self, user_id: str, outlet: Outlet,
+                        resume: ResumeCursor | None) -> tuple[Feed, str, bool]:
+        """A feed for a WebSocket session, started from ``resume`` (None: from now); returns
+        it, the cursor for ``ready``, and whether ``resume`` could not be served (the feed
+        starts from now: ``resync_required``). What it missed follows, then live events."""
+        feed = Feed(self.node, user_id, outlet, self.settings.resume_max_events)
+        try:
+            cursor, resynced = await feed.start(resume)
+        except BaseException:
+            await feed.close()
+            raise
+        return feed, cursor, resynced
 
     # -- long polling ------------------------------------------------------------------------
-    async def poll(self, user_id: str, after: int | None, wait: float,
-                   session: Session) -> tuple[list[Event], int, bool]:
-        """Events above ``after``, waiting up to ``wait`` s for one: (events, cursor, resync)."""
+    async def poll(self, user_id: str, resume: ResumeCursor | None, wait: float,
+                   session: Session, outlet: PollOutlet) -> PollResult:
+        """Events after ``resume`` (at most ``POLL_MAX_EVENTS``), waiting up to ``wait`` s for
+        one; without ``resume``, none and the current cursor."""
         await self.open_session(user_id, session)
+        feed = Feed(self.node, user_id, outlet, max_frames=self.settings.poll_max_events)
+        feed.on_frames = outlet.wake.set
         try:
-            if after is None:
-                return [], self.event_log.head, False
-            limit = self.settings.poll_max_events
-            backlog = await self.read_backlog(user_id, after, limit)
-            if backlog.resync:
-                return [], backlog.head, True
-            if not backlog.events and wait > 0:
-                waiter = self.users.get_or_spawn(user_id).wait_for_events(after)
-                session.waiter = waiter  # type: ignore[attr-defined]
-                if session.closed:
-                    return [], after, False
+            cursor, outlet.resynced = await feed.start(resume)
+            if resume is None or outlet.resynced:
+                return PollResult([], cursor, outlet.resynced)
+            await feed.settled()
+            if not outlet.frames and wait > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, wait)
-                backlog = await self.read_backlog(user_id, after, limit)
-                if backlog.resync:
-                    return [], backlog.head, True
-            cursor = backlog.events[-1].id if backlog.events else max(after, 0)
-            return backlog.events, cursor, False
+                    async with asyncio.timeout(wait):
+                        await outlet.wake.wait()
+                await feed.settled()
+            feed.flush()  # the cursor below counts every frame given: all must be in
+            return PollResult(list(outlet.frames), feed.cursor_text(), outlet.resynced)
         finally:
+            await feed.close()
             self.close_session(user_id, session)
-
-    def cancel_poll(self, user_id: str, session: Session) -> None:
-        """The polling client went away: stop waiting for it."""
-        waiter = getattr(session, "waiter", None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     # -- WebSocket sessions: idle sweep ------------------------------------------------------
     def track(self, session: Any) -> None:
@@ -255,7 +226,7 @@ class RealtimeHub:
 
     # -- commands ----------------------------------------------------------------------------
     async def send(self, user_id: str, chat_id: str, text: str, client_msg_id: str | None,
-                   attachment_ids: Sequence[str] = (), origin: str | None = None
+                   attachment_ids: Sequence[str] = (), origin: str = ""
                    ) -> SendOutcome:
         send = chat_actor.Send(user_id, text, client_msg_id, tuple(attachment_ids), origin)
         outcome: SendOutcome = await self._ask_chat(chat_id, send)
@@ -281,25 +252,37 @@ class RealtimeHub:
             log.exception("recording presence of %s failed", user_id)
         contacts = await self.store.contact_ids(
             user_id, self.settings.presence_max_chat_members)
+        contacts.discard(user_id)
         if contacts:
-            await self.publish([events.presence(user_id, online, at, sorted(contacts))])
+            await self.publisher.ephemeral_to_users(
+                sorted(contacts), frames.presence(user_id, online, at), user_id)
 
     # -- chat changes (ChatService's notifier) -----------------------------------------------
     async def chat_created(self, chat: Chat) -> None:
-        await self.publish([events.chat_created(chat)])
+        await self.publisher.chat_event(chat, frames.chat_created(chat),
+                                        joiners=chat.member_ids)
 
     async def members_added(self, chat: Chat, user_ids: list[str], by: str) -> None:
-        self._reload_chat(chat.id)
-        await self.publish([events.members_added(chat, user_ids, by)])
+        await self.publisher.chat_event(chat, frames.members_added(chat, user_ids, by),
+                                        joiners=user_ids)
+        await self._chat_changed(chat.id)
 
     async def member_removed(self, chat: Chat, user_id: str, by: str) -> None:
-        self._reload_chat(chat.id)
-        await self.publish([events.member_removed(chat, user_id, by)])
+        await self.publisher.chat_event(chat, frames.member_removed(chat, user_id, by),
+                                        also=(user_id,))
+        await self._chat_changed(chat.id)
 
-    def _reload_chat(self, chat_id: str) -> None:
-        actor = self.chats.get(chat_id)
-        if actor is not None:
-            try:
-                actor.tell(chat_actor.Reload())
-            except Exception:
-                log.warning("chat actor %s could not reload its members", chat_id)
+    async def _chat_changed(self, chat_id: str) -> None:
+        """Every node's actor of the chat (this one's too) reloads its members."""
+        await self.broker.publish_control(
+            ControlMessage(ControlKind.CHAT_CHANGED, {"chat_id": chat_id}))
+
+    async def _on_control(self, msg: ControlMessage) -> None:
+        if msg.kind is ControlKind.CHAT_CHANGED:
+            chat_id = msg.data.get("chat_id")
+            actor = self.chats.get(chat_id) if isinstance(chat_id, str) else None
+            if actor is not None:
+                try:
+                    actor.tell(chat_actor.Reload())
+                except Exception:
+                    log.warning("chat actor %s could not reload its members", chat_id)

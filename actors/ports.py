@@ -1,10 +1,10 @@
 """Ports: the narrow interfaces a ``ChatActor`` and a ``UserActor`` depend on.
 
 An actor knows only what it uses — never the hub, the services or the whole ``Store``. The
-hub (``actors/hub.py``) wires the concrete objects in: the store, itself as the event
-publisher and presence listener, ``ChatService`` for attachment claims, and the settings
-values. Each actor gets one frozen ports object when it is spawned, so the dependency runs one
-way (hub → actors → ports) and an actor can be built from its ports alone.
+hub (``actors/hub.py``) wires the concrete objects in: the store, the stream publisher (the one
+door out for events), itself as the presence listener, ``ChatService`` for attachment claims,
+and the settings values. Each actor gets one frozen ports object when it is spawned, so the
+dependency runs one way (hub → actors → ports) and an actor can be built from its ports alone.
 """
 
 from __future__ import annotations
@@ -14,8 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from messenger.events import Event, EventDraft
-from messenger.models import AppendResult, Attachment, Chat, MessageDraft, SenderNotMember
+from messenger.models import (
+    AppendResult,
+    Attachment,
+    Chat,
+    Message,
+    MessageDraft,
+    SenderNotMember,
+)
 
 
 class ChatStore(Protocol):
@@ -30,9 +36,27 @@ class ChatStore(Protocol):
     async def mark_read(self, chat_id: str, user_id: str, seq: int) -> int: ...
 
 
-class EventPublisher(Protocol):
-    async def publish(self, drafts: list[EventDraft]) -> list[Event]:
-        """Store the events in the event log and publish them; returns them with their ids."""
+class ChatEvents(Protocol):
+    """Where a chat actor's events go: stored first, then published
+    (``messenger.realtime.publisher.StreamPublisher``)."""
+
+    async def chat_event(
+        self, chat: Chat, payload: bytes, *, also: Sequence[str] = (),
+        joiners: Sequence[str] = (),
+    ) -> bool:
+        """Store and publish one event of ``chat``; whether the chat is streamed now."""
+        ...
+
+    async def message_events(
+        self, chat: Chat, sent: Sequence[tuple[Message, str]], after_seq: int | None = None,
+    ) -> tuple[bool, set[int]]:
+        """Store and publish stored messages' ``new_message`` events (with each one's sending
+        session), after every earlier message's; whether the chat is streamed now, and the
+        seqs whose event this call wrote."""
+        ...
+
+    async def ephemeral_to_chat(self, chat: Chat, payload: bytes, about: str) -> None:
+        """Publish an event that is not stored (typing) to the chat's other members."""
         ...
 
 
@@ -60,7 +84,7 @@ class ChatPorts:
     """What a ``ChatActor`` needs."""
 
     store: ChatStore
-    publisher: EventPublisher
+    events: ChatEvents
     attachments: AttachmentClaims
     idle_timeout: float  # ACTOR_IDLE_SECONDS
     batch_max: int  # SEND_BATCH_MAX
@@ -74,4 +98,3 @@ class UserPorts:
     presence: PresenceListener
     idle_timeout: float  # ACTOR_IDLE_SECONDS
     presence_grace: float  # PRESENCE_GRACE_SECONDS
-    ring_size: int  # EVENT_RING_SIZE

@@ -96,7 +96,8 @@ class Settings:
     presence_grace: float
     presence_max_chat_members: int
     actor_idle_timeout: float
-    event_ring_size: int
+    stream_fanout_max_members: int
+    stream_gap_hold: float
     event_retention: float
     resume_max_events: int
     poll_timeout_default: float
@@ -473,7 +474,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "presence_grace": _float("PRESENCE_GRACE_SECONDS", 5.0, 0.0, 3600.0)(env),
         "presence_max_chat_members": _int("PRESENCE_MAX_CHAT_MEMBERS", 100, 2, 100_000)(env),
         "actor_idle_timeout": _float("ACTOR_IDLE_SECONDS", 60.0, 0.1, 86_400.0)(env),
-        "event_ring_size": _int("EVENT_RING_SIZE", 512, 1, 1_000_000)(env),
+        "stream_fanout_max_members": _int("STREAM_FANOUT_MAX_MEMBERS", 100, 1, 100_000)(env),
+        "stream_gap_hold": _float("STREAM_GAP_HOLD_SECONDS", 0.1, 0.0, 10.0)(env),
         "event_retention": _float("EVENT_RETENTION_SECONDS", 86_400.0, 1.0, 31_536_000.0)(env),
         "resume_max_events": _int("RESUME_MAX_EVENTS", 10_000, 1, 10_000_000)(env),
         "poll_timeout_default": _float("POLL_TIMEOUT_DEFAULT_SECONDS", 25.0, 0.0, 300.0)(env),

@@ -1,32 +1,31 @@
-"""``GET /api/events?last_event_id=N&timeout=25``: the user's event stream by long polling.
+"""``GET /api/events?last_event_id=<cursor>&timeout=25``: the user's events by long polling.
 
-The same events, with the same ids, as a WebSocket session gets. Answers at once when events
-above ``last_event_id`` are waiting (at most ``POLL_MAX_EVENTS``), else when one arrives or the
-timeout ends. Without ``last_event_id`` it answers at once with no events and the current
-cursor. A poll counts as a session for presence while it waits and for
-``PRESENCE_GRACE_SECONDS`` after it (the gap to the next poll).
+The same events, with the same cursors, as a WebSocket session gets (``new_message`` for the
+sender too: a poll has no session to ack). Answers at once when events after the cursor are
+waiting (at most ``POLL_MAX_EVENTS``), else when one arrives or the timeout ends. Without
+``last_event_id`` it answers at once with no events and the current cursor. A poll counts as
+a session for presence while it waits and for ``PRESENCE_GRACE_SECONDS`` after it (the gap to
+the next poll).
 """
 
 from __future__ import annotations
 
 import uuid
 
+import orjson
+
+from actors.hub import PollOutlet
 from handlers.base import BaseHandler
-from messenger import events, validation
-from messenger.events import Event
+from handlers.ws import resume_cursor
+from messenger import validation
+from messenger.realtime import frames
 
 
 class PollSession:
-    """A long poll as a ``Session``: counted for presence, never written to."""
+    """A long poll as a presence ``Session``."""
 
     def __init__(self) -> None:
         self.id = uuid.uuid4().hex
-        self.cursor = 0
-        self.live = False
-        self.closed = False
-
-    def write_events(self, batch: list[Event]) -> None:
-        return None
 
     def disconnect(self, reason: str) -> None:
         return None
@@ -35,29 +34,26 @@ class PollSession:
 class EventsHandler(BaseHandler):
     async def get(self) -> None:
         settings = self.services.settings
-        raw = self.get_query_argument("last_event_id", None)
-        after = None if raw is None else validation.query_int(
-            raw, "last_event_id", default=0, minimum=0, maximum=2**53)
+        resume = resume_cursor(self.get_query_argument("last_event_id", None))
         timeout = validation.query_float(
             self.get_query_argument("timeout", None), "timeout",
             default=settings.poll_timeout_default, minimum=0.0,
             maximum=settings.poll_timeout_max)
         self._poll = PollSession()
-        found, cursor, resync = await self.services.realtime.poll(
-            self.user_id, after, timeout, self._poll)
-        if resync:
-            body = b'{"events":[%s],"last_event_id":%d}' % (
-                events.control("resync_required", cursor), cursor)
-        else:
-            body = b'{"events":[%s],"last_event_id":%d}' % (
-                b",".join(event.frame for event in found), cursor)
+        self._outlet = PollOutlet(session_id=self._poll.id)
+        result = await self.services.realtime.poll(
+            self.user_id, resume, timeout, self._poll, self._outlet)
+        found = list(result.frames)
+        if result.resync:
+            found.insert(0, frames.control("resync_required", result.cursor))
+        body = b'{"events":[%s],"last_event_id":%s}' % (
+            b",".join(found), orjson.dumps(result.cursor))
         if self.request.connection.stream.closed():  # type: ignore[attr-defined]
             return
         self.set_status(200)
         self.finish(body)
 
     def on_connection_close(self) -> None:
-        poll = getattr(self, "_poll", None)
-        if poll is not None:
-            poll.closed = True
-            self.services.realtime.cancel_poll(self.user_id, poll)
+        outlet = getattr(self, "_outlet", None)
+        if outlet is not None:
+            outlet.wake.set()

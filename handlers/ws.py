@@ -1,10 +1,11 @@
-"""``GET /ws?token=<access JWT>[&last_event_id=N]``: the WebSocket session of one user.
+"""``GET /ws?token=<access JWT>[&last_event_id=<cursor>]``: the WebSocket session of one user.
 
 The handshake is refused with a JSON error — 401 for a missing, bad or expired token, 403 for
-an ``Origin`` that is neither this host nor in ``ALLOWED_ORIGINS``, 422 for a bad
-``last_event_id``, 400 for a plain HTTP request — before any socket exists. Once open, the
-session is a ``Session`` of the user's actor: it is first sent ``ready`` and what it missed,
-then live events. Client frames are parsed by ``messenger.protocol`` and handed to the hub; a
+an ``Origin`` that is neither this host nor in ``ALLOWED_ORIGINS``, 422 for a cursor this
+server did not make, 400 for a plain HTTP request — before any socket exists. Once open, the
+session counts for the user's presence and has a feed (``messenger/realtime/feed.py``), whose
+outlet it is: it is first sent ``ready`` and what it missed, then live events. Client frames
+are parsed by ``messenger.realtime.protocol`` and handed to the hub; a
 bad frame gets an ``error`` frame and the socket stays usable. Limits (frame size, frames per
 second, idle time, bytes queued for a client that does not read) come from settings.
 """
@@ -24,7 +25,6 @@ import tornado.websocket
 
 from actors.runtime import ActorError
 from handlers.base import BaseHandler
-from messenger import events, protocol, validation
 from messenger.errors import (
     ApiError,
     InternalError,
@@ -34,10 +34,13 @@ from messenger.errors import (
     TooManySessions,
     Unauthorized,
     UpgradeRequired,
+    ValidationFailed,
 )
-from messenger.events import Event
 from messenger.origins import origin_allowed
 from messenger.ratelimit import TokenBucket
+from messenger.realtime import frames, protocol
+from messenger.realtime.feed import Feed
+from messenger.realtime.resume import CursorError, OutdatedCursor, ResumeCursor
 from messenger.store import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -51,18 +54,19 @@ HARD_FRAME_FACTOR = 4
 
 
 class WebSocketHandler(tornado.websocket.WebSocketHandler):
-    """One user's WebSocket connection; also that connection's ``Session``."""
+    """One user's WebSocket connection: a ``Session`` for presence and its feed's ``Outlet``."""
 
     user_id: str
     token_expires_at: float
 
     def initialize(self) -> None:
         self.id = uuid.uuid4().hex
-        self.cursor = 0
-        self.live = False
+        self.session_id = self.id
         self.closed = False
         self.last_frame_at = time.monotonic()
-        self._after: int | None = None
+        self._resume: ResumeCursor | None = None
+        self.feed: Feed | None = None
+        self._ready_cursor = ""
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._holds_quota = False
@@ -89,10 +93,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             origin, self.request.host, settings.allowed_origins
         ):
             raise OriginNotAllowed("this origin may not open a WebSocket here")
-        raw = self.get_query_argument("last_event_id", None)
-        if raw is not None:
-            self._after = validation.query_int(raw, "last_event_id", default=0, minimum=0,
-                                               maximum=2**53)
+        self._resume = resume_cursor(self.get_query_argument("last_event_id", None))
         quota = self.application.ws_sessions  # type: ignore[attr-defined]
         if not quota.acquire(self.user_id):
             raise TooManySessions(
@@ -152,28 +153,38 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         hub.track(self)
         try:
             await hub.open_session(self.user_id, self)
-            self.cursor = hub.head if self._after is None else self._after
+            # ready goes out before anything the feed writes: nothing runs between the feed's
+            # start and this write (its catch-up is a task that starts after it)
+            self.feed, self._ready_cursor, resynced = await hub.open_feed(
+                self.user_id, self, self._resume)
             self.write_control("ready", user_id=self.user_id, session_id=self.id)
-            await hub.catch_up(self.user_id, self, self._resync)
+            if resynced:
+                self.resync(self._ready_cursor)
+            if self.closed:
+                await self.feed.close()
         except Exception as exc:
             if not self.closed:
                 log.warning("closing session of %s that could not start: %r", self.user_id, exc)
                 self.close(1011, "server error")
 
-    def _resync(self) -> None:
-        self.write_control("resync_required")
+    @property
+    def cursor(self) -> str:
+        """The session's position: what a control frame carries as its ``event_id``."""
+        return self.feed.cursor_text() if self.feed is not None else self._ready_cursor
 
-    async def write_backlog(self, batch: list[Event]) -> None:
+    # -- Outlet ------------------------------------------------------------------------------
+    def write_frames(self, batch: list[bytes]) -> None:
+        data = [frames.ws_text_frame(frame) for frame in batch]
+        self._write_raw(data[0] if len(data) == 1 else b"".join(data))
+
+    async def write_paced(self, batch: list[bytes]) -> None:
         """Write missed events at the pace the client reads them (no slow-consumer cut)."""
-        for event in batch:
+        for frame in batch:
             conn = self.ws_connection
             if conn is None or self.closed or conn.is_closing():
                 return
-            if event.id <= self.cursor:
-                continue
-            self.cursor = event.id
             try:
-                conn.stream.write(event.ws_frame_for(self.id))
+                conn.stream.write(frames.ws_text_frame(frame))
                 if conn.stream.writing():  # the kernel's buffer is full: wait until it drains
                     await conn.stream.write(b"")  # resolves once our buffer is flushed
             except tornado.iostream.StreamClosedError:
@@ -182,26 +193,36 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
                 self.disconnect("slow consumer: send buffer full")
                 return
 
-    def write_events(self, batch: list[Event]) -> None:
-        conn = self.ws_connection
-        if conn is None or self.closed or conn.is_closing():
-            return
-        cursor = self.cursor
-        frames = [event.ws_frame_for(self.id) for event in batch if event.id > cursor]
-        if not frames:
-            return
-        self.cursor = max(cursor, batch[-1].id)
-        self._write_raw(frames[0] if len(frames) == 1 else b"".join(frames))
+    def resync(self, cursor: str) -> None:
+        self._write_raw(frames.ws_text_frame(frames.control("resync_required", cursor)))
 
     def write_control(self, kind: str, **fields: Any) -> None:
-        self._write_raw(events.ws_text_frame(events.control(kind, self.cursor, **fields)))
+        if self.feed is not None:
+            self.feed.flush()  # its cursor counts them: they go first
+        self._write_raw(frames.ws_text_frame(frames.control(kind, self.cursor, **fields)))
 
     def _write_raw(self, data: bytes) -> None:
         conn = self.ws_connection
         if conn is None or self.closed or conn.is_closing():
             return
+        stream = conn.stream
+        if type(stream) is tornado.iostream.IOStream and not stream.writing():
+            # Nothing queued in the stream: hand the frames to the kernel at once (the stream's
+            # own write costs a future and several calls per write, the bulk of a fan-out to
+            # thousands of sockets). What the kernel does not take goes to the stream, which
+            # keeps the order and the WS_SEND_BUFFER_BYTES limit from there on.
+            try:
+                sent = stream.socket.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                stream.close()  # reset or gone: on_close follows
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
         try:
-            conn.stream.write(data)
+            stream.write(data)
         except tornado.iostream.StreamClosedError:
             return
         except tornado.iostream.StreamBufferFullError:
@@ -241,6 +262,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         hub.close_session(self.user_id, self)
         for task in self._tasks:
             task.cancel()
+        if self.feed is not None:
+            feed, self.feed = self.feed, None
+            self._spawn(feed.close())
 
     # -- client frames -----------------------------------------------------------------------
     def on_message(self, message: str | bytes) -> None:
@@ -264,7 +288,10 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if isinstance(frame, protocol.Ping):
             self.write_control("pong", ref=frame.ref)
             return
-        task = asyncio.get_running_loop().create_task(self._run(frame))
+        self._spawn(self._run(frame))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -274,7 +301,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             if isinstance(frame, protocol.SendMessage):
                 outcome = await hub.send(self.user_id, frame.chat_id, frame.text,
                                          frame.client_msg_id, frame.attachment_ids, self.id)
-                if not outcome.created:  # a retry: the ack again, nothing new to anyone
+                if not outcome.announced:  # a retry (nothing new to anyone), or another
+                    # process wrote the message's event first: the ack comes from here
                     self.write_control("message_sent", client_msg_id=frame.client_msg_id,
                                        message=outcome.message.to_json())
             elif isinstance(frame, protocol.Typing):
@@ -297,3 +325,17 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         fields: dict[str, Any] = {"code": error.code, "message": error.message, "ref": ref}
         fields.update(error.details)
         self.write_control("error", **fields)
+
+
+
+def resume_cursor(raw: str | None) -> ResumeCursor | None:
+    """The ``last_event_id`` query argument as a cursor (422 if this server did not make it;
+    one of another version is served as ``resync_required``)."""
+    if raw is None:
+        return None
+    try:
+        return ResumeCursor.decode(raw)
+    except OutdatedCursor:
+        return ResumeCursor("")  # no store has an empty epoch: resync_required
+    except CursorError as exc:
+        raise ValidationFailed("last_event_id", f"last_event_id: {exc}") from None

@@ -11,6 +11,11 @@ from typing import Any
 
 from config.settings import Settings
 from messenger import api_spec_parts as parts
+from messenger.realtime.resume import MAX_CURSOR_CHARS
+
+EXAMPLE_CURSOR = "v1.8f44aa2a7deeb126.42"
+#: The characters a cursor is made of (its encoding is opaque to clients).
+CURSOR_PATTERN = "^[0-9A-Za-z._-]*$"
 
 
 def realtime_schemas() -> dict[str, Any]:
@@ -20,7 +25,8 @@ def realtime_schemas() -> dict[str, Any]:
             "description": "One event of the user's stream (API_CONTRACT.md §8 lists the types "
             "and their fields).",
             "properties": {
-                "event_id": {"type": "integer", "minimum": 0},
+                "event_id": {"type": "string", "maxLength": MAX_CURSOR_CHARS,
+                             "description": "The session's cursor after this event (opaque)."},
                 "type": {"type": "string"},
             },
             "required": ["event_id", "type"],
@@ -31,17 +37,18 @@ def realtime_schemas() -> dict[str, Any]:
             "properties": {
                 "events": {"type": "array", "items": parts.ref("Event")},
                 "last_event_id": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "Pass it as last_event_id in the next poll.",
+                    "type": "string",
+                    "maxLength": MAX_CURSOR_CHARS,
+                    "description": "An opaque cursor: pass it as last_event_id in the next "
+                    "poll.",
                 },
             },
             "required": ["events", "last_event_id"],
             "additionalProperties": False,
             "examples": [{
-                "events": [{"event_id": 42, "type": "typing", "chat_id": parts.EXAMPLE_CHAT_ID,
-                            "user_id": parts.EXAMPLE_OTHER_ID, "is_typing": True}],
-                "last_event_id": 42,
+                "events": [{"event_id": EXAMPLE_CURSOR, "type": "new_message",
+                            "message": {"chat_id": parts.EXAMPLE_CHAT_ID, "seq": 7}}],
+                "last_event_id": EXAMPLE_CURSOR,
             }],
         },
     }
@@ -53,7 +60,7 @@ def _cursor_param(description: str) -> dict[str, Any]:
         "in": "query",
         "required": False,
         "description": description,
-        "schema": {"type": "integer", "minimum": 0, "maximum": 2**53},
+        "schema": {"type": "string", "maxLength": MAX_CURSOR_CHARS, "pattern": CURSOR_PATTERN},
     }
 
 
@@ -85,7 +92,7 @@ def realtime_paths(settings: Settings) -> dict[str, Any]:
                         "description": "An access token (redacted from logs).",
                         "schema": {"type": "string"},
                     },
-                    _cursor_param("Resume after this event id."),
+                    _cursor_param("Resume after this cursor (the last event_id received; opaque)."),
                 ],
             )
         },
@@ -105,7 +112,8 @@ def realtime_paths(settings: Settings) -> dict[str, Any]:
                 description="Answers at once when events are waiting, else when one arrives or "
                 "`timeout` passes. Without last_event_id: at once, with the current cursor.",
                 parameters=[
-                    _cursor_param("The last event id this client has."),
+                    _cursor_param("The cursor this client has: the last `event_id` or "
+                                  "`last_event_id` it received (opaque)."),
                     {
                         "name": "timeout",
                         "in": "query",

@@ -68,6 +68,19 @@ def describe_store(settings: Settings) -> str:
     return f"store: embedded SQLite store at {settings.sqlite_path}; set MONGO_URL for MongoDB"
 
 
+def build_server(app: MessengerApp) -> LimitedHTTPServer:
+    """The HTTP server of ``app`` with its connection limits (not yet listening)."""
+    settings = app.services.settings
+    return LimitedHTTPServer(
+        app,
+        limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),
+        trusted_proxies=app.trusted_proxies,
+        header_timeout=settings.http_header_timeout,
+        limit_log_interval=settings.limit_log_interval,
+        max_body_size=BODY_CEILING_BYTES,
+    )
+
+
 async def serve(settings: Settings) -> None:
     """Run the HTTP server until SIGINT or SIGTERM, then stop cleanly."""
     services = Services.build(settings)
@@ -78,14 +91,7 @@ async def serve(settings: Settings) -> None:
     app = MessengerApp(services)
     # Handlers enforce MAX_BODY_BYTES with a JSON 413 (by Content-Length before reading, or as
     # chunks arrive). This ceiling only bounds what Tornado reads of one chunk before that check.
-    server = LimitedHTTPServer(
-        app,
-        limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),
-        trusted_proxies=app.trusted_proxies,
-        header_timeout=settings.http_header_timeout,
-        limit_log_interval=settings.limit_log_interval,
-        max_body_size=BODY_CEILING_BYTES,
-    )
+    server = build_server(app)
     sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]

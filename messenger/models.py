@@ -6,6 +6,7 @@ hashes) are simply not rendered.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -49,6 +50,9 @@ class Chat:
     created_at: datetime
     last_seq: int
     last_activity_at: datetime
+    #: A large chat whose events go to its own stream ``c:<chat id>`` (``Store.set_chat_streamed``;
+    #: set once, never unset). Not part of the public API shape.
+    streamed: bool = False
 
     def is_member(self, user_id: str) -> bool:
         return user_id in self.member_ids
@@ -150,16 +154,6 @@ class ChatView:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One entry of the event log: stored once, with every user it goes to."""
-
-    id: int  # positive, increasing in the order events were appended; never reused
-    recipients: tuple[str, ...]  # user ids
-    payload: bytes  # a JSON object (orjson bytes) without ``event_id``
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class StreamEntry:
     """One stored event of a stream (docs/REALTIME_STREAMS.md): offsets have no holes."""
 
@@ -169,16 +163,35 @@ class StreamEntry:
     created_at: datetime
     #: A fan-out copy in a user stream: the chat-log entry it copies, ``(chat id, chat offset)``.
     source: tuple[str, int] | None = None
+    #: A marker copy (``Store.append_chat_event`` with ``markers``): a fan-out copy of a
+    #: streamed chat's entry, telling the user there is news in ``c:<chat id>``.
+    marker: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEvent:
+    """One event of ``Store.append_chat_events``: the arguments of one ``append_chat_event``
+    call (``recipients`` a small chat's, None for a large chat's chat-log entry alone, with
+    ``markers`` the users who get a marker copy; ``message_seq`` the message's seq for its
+    ``new_message``)."""
+
+    payload: bytes
+    recipients: Sequence[str] | None
+    markers: Sequence[str] = ()
+    message_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ChatEventWrite:
     """Where ``Store.append_chat_event`` put a chat's event: its offset in the chat log
     ``c:<chat id>`` and, for a fanned-out (small) chat, its offset in each recipient's
-    ``u:<user id>`` stream (empty for a large chat)."""
+    ``u:<user id>`` stream (for a large chat: each marker user's, empty without markers).
+    ``existed``: the event of that ``message_seq`` was in the chat log already, so nothing was
+    written; ``chat_offset`` is that entry's and ``user_offsets`` is empty."""
 
     chat_offset: int
     user_offsets: dict[str, int]
+    existed: bool = False
 
 
 class RefreshSpend(StrEnum):

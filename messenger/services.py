@@ -16,6 +16,7 @@ from messenger.errors import InvalidToken
 from messenger.known_users import KnownUsers
 from messenger.mail.service import EmailService
 from messenger.passwords import PasswordHasher
+from messenger.realtime.broker import InProcessNetwork
 from messenger.storage import ObjectStorage, open_storage
 from messenger.store import Store, open_store
 from messenger.tokens import ACCESS, TokenClaims, TokenCodec
@@ -32,19 +33,23 @@ class Services:
     attachments: AttachmentService
     known_users: KnownUsers
     auth_limits: AuthLimits
+    #: What this process's nodes share (tests run several nodes in one process); None: its own.
+    network: InProcessNetwork | None = None
     realtime: RealtimeHub = field(init=False)
     upload_cleaner: UploadCleaner | None = field(default=None, init=False)
     email: EmailService = field(init=False)
     mail_workers: MailWorkers = field(init=False)
 
     def __post_init__(self) -> None:
-        self.realtime = RealtimeHub(self.settings, self.store, attachments=self.chats)
+        self.realtime = RealtimeHub(self.settings, self.store, attachments=self.chats,
+                                    network=self.network)
         self.chats.set_notifier(self.realtime)
         self.email = EmailService(self.settings, self.store, self.accounts)
         self.mail_workers = MailWorkers(self.settings, self.store, self.email)
 
     @classmethod
-    def build(cls, settings: Settings, store: Store | None = None) -> Services:
+    def build(cls, settings: Settings, store: Store | None = None,
+              network: InProcessNetwork | None = None) -> Services:
         store = store or open_store(settings)
         tokens = TokenCodec(
             settings.jwt_secret,
@@ -79,6 +84,7 @@ class Services:
             attachments=attachments,
             known_users=KnownUsers(store),
             auth_limits=AuthLimits(settings),
+            network=network,
         )
 
     async def authenticate(self, access_token: str) -> TokenClaims:

@@ -265,7 +265,7 @@ def test_the_collector_sees_the_project(graph: tuple[list[Edge], list[PrivateUse
     edges, _ = graph
     targets = {(e.importer, e.target) for e in edges}
     assert ("messenger.services", "messenger.store") in targets  # from package import name
-    assert ("actors.chat", "messenger.events") in targets  # from package import submodule
+    assert ("actors.chat", "messenger.realtime.frames") in targets  # from package import submodule
 
 
 def describe_private(private: list[PrivateUse]) -> str:

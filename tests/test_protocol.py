@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from messenger import events, protocol
 from messenger.ratelimit import TokenBucket
+from messenger.realtime import frames, protocol
 
 CHAT = "6745a1f0c2b9e81d4a3f0c21"
 
@@ -77,19 +77,16 @@ def test_deeply_nested_frames_are_validation_errors(levels: int) -> None:
                                     max_depth=2)
 
 
-def test_event_bytes_are_built_once_with_the_id_first() -> None:
-    draft = events.typing(CHAT, "u1", True, ["u1", "u2"])
-    assert draft.recipients == ("u2",)
-    event = events.Event.from_draft(7, draft)
-    assert orjson.loads(event.frame) == {"event_id": 7, "type": "typing", "chat_id": CHAT,
-                                         "user_id": "u1", "is_typing": True}
-    assert event.ws_frame is event.ws_frame  # cached: the same bytes for every session
-    assert event.ws_frame[:2] == bytes([0x81, len(event.frame)])
+def test_control_frames_carry_the_cursor_as_event_id() -> None:
+    assert orjson.loads(frames.control("pong", "v1.e1.7", ref="r")) == {
+        "event_id": "v1.e1.7", "type": "pong", "ref": "r"}
+    assert orjson.loads(frames.typing(CHAT, "u1", True)) == {
+        "type": "typing", "chat_id": CHAT, "user_id": "u1", "is_typing": True}
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
 def test_ws_text_frame_lengths(size: int) -> None:
-    frame = events.ws_text_frame(b"a" * size)
+    frame = frames.ws_text_frame(b"a" * size)
     assert frame[0] == 0x81
     if size < 126:
         assert frame[1] == size and len(frame) == size + 2

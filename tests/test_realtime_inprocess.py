@@ -1,5 +1,6 @@
-"""The real-time core in-process: the hub, its actors and the bus, on a real SQLite store, with
-no server process and no sockets. A session here is a plain recorder of what the hub writes."""
+"""The real-time core in-process: the hub, its actors, the node and the in-process broker, on a
+real SQLite store, with no server process and no sockets. A session here is a plain outlet
+that records what its feed writes."""
 
 from __future__ import annotations
 
@@ -15,45 +16,43 @@ import pytest
 from actors.hub import RealtimeHub
 from config import load_settings
 from messenger.errors import ChatNotFound
-from messenger.events import Event
-from messenger.models import ChatType, User
+from messenger.models import ChatType, MessageDraft, SenderNotMember, User
+from messenger.realtime import frames
+from messenger.realtime.feed import Feed
+from messenger.realtime.resume import ResumeCursor
 from messenger.services import Services
 
+FANOUT_MAX = 3  # chats above this many members get their own stream here
 
-class RecordingSession:
-    """A ``Session`` that keeps every stored event it is written, in order."""
+
+class RecordingOutlet:
+    """An ``Outlet`` that keeps every frame its feed writes, in order."""
 
     def __init__(self) -> None:
-        self.id = uuid.uuid4().hex
-        self.cursor = 0
-        self.live = False
-        self.closed = False
-        self.events: list[Event] = []
+        self.session_id = uuid.uuid4().hex
+        self.frames: list[dict[str, Any]] = []
+        self.resyncs = 0
         self.arrived = asyncio.Event()
 
-    def write_events(self, events: list[Event]) -> None:
-        fresh = [e for e in events if e.id > self.cursor]
-        if fresh:
-            self.events.extend(fresh)
-            self.cursor = fresh[-1].id
-            self.arrived.set()
+    def write_frames(self, batch: list[bytes]) -> None:
+        self.frames.extend(orjson.loads(frame) for frame in batch)
+        self.arrived.set()
 
-    async def write_backlog(self, events: list[Event]) -> None:
-        self.write_events(events)
+    async def write_paced(self, batch: list[bytes]) -> None:
+        self.write_frames(batch)
 
-    def resync(self) -> None:
-        raise AssertionError("no resync expected")
+    def resync(self, cursor: str) -> None:
+        self.resyncs += 1
 
-    def disconnect(self, reason: str) -> None:
-        self.closed = True
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == kind]
 
-    def payloads(self, kind: str) -> list[dict[str, Any]]:
-        decoded = [orjson.loads(e.payload) for e in self.events]
-        return [p for p in decoded if p["type"] == kind]
+    def seqs(self) -> list[int]:
+        return [f["message"]["seq"] for f in self.of("new_message")]
 
     async def wait_for(self, kind: str, count: int) -> None:
         async with asyncio.timeout(10.0):
-            while len(self.payloads(kind)) < count:
+            while len(self.of(kind)) < count:
                 self.arrived.clear()
                 await self.arrived.wait()
 
@@ -61,7 +60,8 @@ class RecordingSession:
 @pytest.fixture
 async def services(tmp_path: Path) -> AsyncIterator[Services]:
     settings = load_settings({"ENV": "test", "JWT_SECRET": "x" * 40, "BCRYPT_ROUNDS": "4",
-                              "MESSENGER_DATA_DIR": str(tmp_path), "PRESENCE_GRACE_SECONDS": "0"})
+                              "MESSENGER_DATA_DIR": str(tmp_path), "PRESENCE_GRACE_SECONDS": "0",
+                              "STREAM_FANOUT_MAX_MEMBERS": str(FANOUT_MAX)})
     built = Services.build(settings)
     await built.start()
     yield built
@@ -73,13 +73,13 @@ async def users(services: Services, count: int) -> list[User]:
                                              b"hash", f"User {i}") for i in range(count)]
 
 
-async def live_session(hub: RealtimeHub, user: User, after: int | None = None
-                       ) -> RecordingSession:
-    session = RecordingSession()
-    await hub.open_session(user.id, session)
-    session.cursor = hub.head if after is None else after
-    await hub.catch_up(user.id, session, session.resync)
-    return session
+async def session(hub: RealtimeHub, user: User, cursor: str | None = None
+                  ) -> tuple[Feed, RecordingOutlet]:
+    outlet = RecordingOutlet()
+    resume = None if cursor is None else ResumeCursor.decode(cursor)
+    feed, _, resynced = await hub.open_feed(user.id, outlet, resume)
+    assert not resynced
+    return feed, outlet
 
 
 async def test_concurrent_sends_reach_every_member_session_once_in_seq_order(
@@ -88,8 +88,8 @@ async def test_concurrent_sends_reach_every_member_session_once_in_seq_order(
     hub = services.realtime
     ann, bob, eve = await users(services, 3)
     chat, _ = await services.store.create_chat(ChatType.GROUP, [ann.id, bob.id], "team", None)
-    sessions = {name: await live_session(hub, who) for name, who in
-                (("ann", ann), ("bob", bob), ("bob2", bob), ("eve", eve))}
+    outlets = {name: (await session(hub, who))[1] for name, who in
+               (("ann", ann), ("bob", bob), ("bob2", bob), ("eve", eve))}
 
     async def sender(who: User, n: int) -> None:
         for i in range(n):
@@ -98,10 +98,9 @@ async def test_concurrent_sends_reach_every_member_session_once_in_seq_order(
     await asyncio.gather(sender(ann, 30), sender(bob, 30),
                          *(hub.send(ann.id, chat.id, f"burst {i}", None) for i in range(20)))
     for name in ("ann", "bob", "bob2"):
-        await sessions[name].wait_for("new_message", 80)
-        seqs = [p["message"]["seq"] for p in sessions[name].payloads("new_message")]
-        assert seqs == list(range(1, 81)), name
-    assert sessions["eve"].payloads("new_message") == []  # not a member
+        await outlets[name].wait_for("new_message", 80)
+        assert outlets[name].seqs() == list(range(1, 81)), name
+    assert outlets["eve"].of("new_message") == []  # not a member
 
 
 async def test_a_session_that_comes_back_gets_exactly_what_it_missed(
@@ -110,17 +109,17 @@ async def test_a_session_that_comes_back_gets_exactly_what_it_missed(
     hub = services.realtime
     ann, bob = await users(services, 2)
     chat, _ = await services.store.create_chat(ChatType.GROUP, [ann.id, bob.id], "team", None)
-    first = await live_session(hub, bob)
+    feed, first = await session(hub, bob)
     await hub.send(ann.id, chat.id, "one", None)
     await first.wait_for("new_message", 1)
-    hub.close_session(bob.id, first)
-    first.closed = True
+    cursor = first.frames[-1]["event_id"]
+    await feed.close()
     for text in ("two", "three", "four"):
         await hub.send(ann.id, chat.id, text, None)
-    again = await live_session(hub, bob, after=first.cursor)
+    _, again = await session(hub, bob, cursor)
     await hub.send(ann.id, chat.id, "five", None)
     await again.wait_for("new_message", 4)
-    texts = [p["message"]["text"] for p in again.payloads("new_message")]
+    texts = [f["message"]["text"] for f in again.of("new_message")]
     assert texts == ["two", "three", "four", "five"]
 
 
@@ -138,3 +137,123 @@ async def test_the_store_refuses_a_member_removed_behind_the_actors_back(
     assert outcome.message.seq == 2
     with pytest.raises(ChatNotFound):  # the actor reloaded its members: refused up front now
         await hub.send(bob.id, chat.id, "again", None)
+
+
+async def test_a_chat_that_grows_large_switches_to_its_own_stream_without_a_gap(
+    services: Services,
+) -> None:
+    """Members live across the switch from fan-out to the chat's own stream get every message
+    once, in order; afterwards a message is one stored entry whatever the chat's size."""
+    hub, store = services.realtime, services.store
+    people = await users(services, FANOUT_MAX + 3)
+    owner, *others = people
+    view, _ = await services.chats.create_chat(
+        owner.id, ChatType.GROUP, [o.id for o in others[:FANOUT_MAX - 1]], "t")
+    chat = view.chat
+    small = [p.id for p in people[:FANOUT_MAX]]
+    outlets = {p.id: (await session(hub, p))[1] for p in people}
+    for i in range(5):
+        await hub.send(owner.id, chat.id, f"small {i}", None)
+    await services.chats.add_members(owner.id, chat.id, [p.id for p in others[FANOUT_MAX - 1:]])
+    for i in range(5):
+        await hub.send(owner.id, chat.id, f"large {i}", None)
+    for user_id, outlet in outlets.items():
+        expected = list(range(1, 11)) if user_id in small else list(range(6, 11))
+        await outlet.wait_for("new_message", len(expected))
+        assert outlet.seqs() == expected, user_id
+    assert (await store.get_chat(chat.id)).streamed
+    heads = await store.stream_bounds([f"u:{owner.id}", f"c:{chat.id}"])
+    before = heads[f"u:{owner.id}"][1]
+    await hub.send(owner.id, chat.id, "one entry", None)
+    after = await store.stream_bounds([f"u:{owner.id}", f"c:{chat.id}"])
+    assert after[f"u:{owner.id}"][1] == before  # nothing copied into the members' streams
+    assert after[f"c:{chat.id}"][1] == heads[f"c:{chat.id}"][1] + 1
+
+
+async def test_a_large_chat_reaches_new_sessions_resumed_ones_and_stops_at_removal(
+    services: Services,
+) -> None:
+    hub = services.realtime
+    people = await users(services, FANOUT_MAX + 2)
+    owner, *others = people
+    view, _ = await services.chats.create_chat(owner.id, ChatType.GROUP,
+                                               [o.id for o in others], "big")
+    chat = view.chat
+    leaver = others[0]
+    feed, first = await session(hub, leaver)
+    await hub.send(owner.id, chat.id, "one", None)
+    await first.wait_for("new_message", 1)
+    cursor = first.frames[-1]["event_id"]
+    assert ResumeCursor.decode(cursor).chats == {chat.id: 2}  # chat_created, then "one"
+    await feed.close()
+    await hub.send(owner.id, chat.id, "two", None)
+    await services.chats.leave(leaver.id, chat.id, leaver.id)
+    await hub.send(owner.id, chat.id, "three", None)
+    again_feed, again = await session(hub, leaver, cursor)
+    _, fresh = await session(hub, others[1])
+    await hub.send(owner.id, chat.id, "four", None)
+    await fresh.wait_for("new_message", 1)
+    assert [f["message"]["text"] for f in fresh.of("new_message")] == ["four"]
+    # The removed member's resumed session follows the chat no more: nothing of it after the
+    # cursor (a cursor names no user, so a chat's stream is read only for its members).
+    await again_feed.settled()
+    assert again.of("new_message") == [] and ResumeCursor.decode(
+        again_feed.cursor_text()).chats == {}
+
+
+async def test_a_live_member_removed_from_a_large_chat_gets_the_removal_and_nothing_after(
+    services: Services,
+) -> None:
+    hub = services.realtime
+    people = await users(services, FANOUT_MAX + 2)
+    owner, leaver, *others = people
+    view, _ = await services.chats.create_chat(
+        owner.id, ChatType.GROUP, [leaver.id, *(o.id for o in others)], "big")
+    chat = view.chat
+    feed, outlet = await session(hub, leaver)
+    _, stays = await session(hub, others[0])
+    await hub.send(owner.id, chat.id, "one", None)
+    await services.chats.leave(leaver.id, chat.id, leaver.id)
+    await hub.send(owner.id, chat.id, "two", None)
+    await stays.wait_for("new_message", 2)
+    await outlet.wait_for("member_removed", 1)
+    await feed.settled()
+    assert [f["message"]["text"] for f in outlet.of("new_message")] == ["one"]
+    assert ResumeCursor.decode(feed.cursor_text()).chats == {}
+
+
+async def test_a_message_stored_by_a_writer_that_stopped_is_announced_by_the_next(
+    services: Services,
+) -> None:
+    """A writer that stored message 1 and stopped before writing its event (a crash): the next
+    message's writer writes the event of 1 first, so sessions get 1 then 2."""
+    hub, store = services.realtime, services.store
+    ann, bob = await users(services, 2)
+    chat, _ = await store.create_chat(ChatType.GROUP, [ann.id, bob.id], "team", None)
+    _, outlet = await session(hub, bob)
+    await store.append_messages(chat.id, [MessageDraft(ann.id, "stored, unsaid")])
+    await hub.send(ann.id, chat.id, "next", None)
+    await outlet.wait_for("new_message", 2)
+    assert [f["message"]["text"] for f in outlet.of("new_message")] == ["stored, unsaid", "next"]
+
+
+async def test_an_event_stored_but_never_published_is_read_from_the_store(
+    services: Services,
+) -> None:
+    """A writer that stored an event and stopped before publishing it: the session sees the
+    next offset, holds it STREAM_GAP_HOLD_SECONDS, reads the missing one from the store, and
+    delivers both in order."""
+    hub, store = services.realtime, services.store
+    ann, bob = await users(services, 2)
+    chat, _ = await store.create_chat(ChatType.GROUP, [ann.id, bob.id], "team", None)
+    _, outlet = await session(hub, bob)
+    [stored] = await store.append_messages(chat.id, [MessageDraft(ann.id, "unpublished")])
+    assert not isinstance(stored, SenderNotMember)
+    await store.append_chat_event(chat.id, frames.new_message(stored.message),
+                                  [ann.id, bob.id], message_seq=stored.message.seq)
+    await hub.send(ann.id, chat.id, "published", None)
+    await outlet.wait_for("new_message", 2)
+    assert [f["message"]["text"] for f in outlet.of("new_message")] == ["unpublished",
+                                                                         "published"]
+    cursors = [f["event_id"] for f in outlet.of("new_message")]
+    assert [ResumeCursor.decode(c).user_offset for c in cursors] == [1, 2]

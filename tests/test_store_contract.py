@@ -34,7 +34,7 @@ from messenger.models import (
     SenderNotMember,
     User,
 )
-from messenger.store import EmailTaken, Store, StoreUnavailable
+from messenger.store import EmailTaken, Store, StoreError, StoreUnavailable
 
 BACKEND_NAMES = {"sqlite": "sqlite", "mongo": "mongodb"}
 
@@ -687,6 +687,120 @@ async def test_list_messages_keeps_chats_apart(store: Store) -> None:
     assert await store.list_messages(one.id, None, 10) == ([mine], False)
 
 
+# -- contacts ----------------------------------------------------------------------------------
+async def test_contact_ids_are_everyone_sharing_a_chat(store: Store) -> None:
+    ann, bob, cid, dan, eve = await new_users(store, 5)
+    await new_group(store, [ann, bob, cid])
+    await store.create_chat(ChatType.DIRECT, [ann.id, dan.id], None, direct_key(ann.id, dan.id))
+    await new_group(store, [bob, eve])
+    await new_group(store, [ann, bob])  # bob again: counted once
+
+    assert await store.contact_ids(ann.id) == {bob.id, cid.id, dan.id}
+    assert await store.contact_ids(bob.id) == {ann.id, cid.id, eve.id}
+    assert await store.contact_ids(dan.id) == {ann.id}
+    assert await store.contact_ids(new_id()) == set()
+    assert await store.contact_ids("not-an-id") == set()
+    # only chats of at most N members count (presence skips large groups)
+    assert await store.contact_ids(ann.id, max_chat_size=2) == {bob.id, dan.id}
+    assert await store.contact_ids(bob.id, max_chat_size=2) == {ann.id, eve.id}
+    assert await store.contact_ids(cid.id, max_chat_size=2) == set()
+    assert await store.contact_ids(cid.id, max_chat_size=3) == {ann.id, bob.id}
+
+
+async def test_contact_ids_of_a_user_alone(store: Store) -> None:
+    ann = await new_user(store)
+    assert await store.contact_ids(ann.id) == set()
+    await new_group(store, [ann])
+    assert await store.contact_ids(ann.id) == set()
+
+
+# -- membership --------------------------------------------------------------------------------
+async def test_add_members_appends_new_ones_in_order(store: Store) -> None:
+    ann, bob, cid, dan = await new_users(store, 4)
+    chat = await new_group(store, [ann, bob])
+    after = await store.add_members(chat.id, [dan.id, bob.id, cid.id, dan.id])
+    assert after.member_ids == (ann.id, bob.id, dan.id, cid.id)
+    assert (after.id, after.type, after.title, after.created_at, after.last_seq) == (
+        chat.id,
+        chat.type,
+        chat.title,
+        chat.created_at,
+        chat.last_seq,
+    )
+    assert await store.get_chat(chat.id) == after
+    # the new members see the chat like everyone else
+    assert [v.chat.id for v in await store.list_chat_views(dan.id, 10)] == [chat.id]
+    view = await store.get_chat_view(chat.id, cid.id)
+    assert view is not None and view.chat == after
+    assert await store.contact_ids(dan.id) == {ann.id, bob.id, cid.id}
+
+    again = await store.add_members(chat.id, [ann.id, cid.id])  # all members already
+    assert again == after
+    assert await store.add_members(chat.id, []) == after
+
+
+async def test_new_members_can_send_and_count_unread(store: Store) -> None:
+    ann, bob = await new_users(store, 2)
+    chat = await new_group(store, [ann])
+    await send(store, chat, ann, "before bob")
+    await store.add_members(chat.id, [bob.id])
+    message = (await send(store, chat, bob, "hi, I'm new")).message
+    assert message.seq == 2
+    view = await store.get_chat_view(chat.id, ann.id)
+    assert view is not None and view.unread_count == 1
+
+
+async def test_remove_member(store: Store) -> None:
+    ann, bob, cid = await new_users(store, 3)
+    chat = await new_group(store, [ann, bob, cid])
+    after = await store.remove_member(chat.id, bob.id)
+    assert after.member_ids == (ann.id, cid.id)
+    assert await store.get_chat(chat.id) == after
+    assert await store.list_chat_views(bob.id, 10) == []
+    assert await store.contact_ids(bob.id) == set()
+    assert await store.contact_ids(ann.id) == {cid.id}
+
+    assert await store.remove_member(chat.id, bob.id) == after  # not a member: no-op
+    assert await store.remove_member(chat.id, new_id()) == after
+    assert await store.remove_member(chat.id, "not-an-id") == after
+
+    back = await store.add_members(chat.id, [bob.id])  # back again: at the end
+    assert back.member_ids == (ann.id, cid.id, bob.id)
+    assert (await store.remove_member(chat.id, ann.id)).member_ids == (cid.id, bob.id)
+
+
+async def test_membership_changes_of_an_unknown_chat_raise(store: Store) -> None:
+    ann = await new_user(store)
+    for chat_id in (new_id(), "not-an-id"):
+        with pytest.raises(StoreError):
+            await store.add_members(chat_id, [ann.id])
+        with pytest.raises(StoreError):
+            await store.remove_member(chat_id, ann.id)
+
+
+async def test_add_members_with_a_malformed_id_raises(store: Store) -> None:
+    ann = await new_user(store)
+    chat = await new_group(store, [ann])
+    with pytest.raises(StoreError):
+        await store.add_members(chat.id, ["not-an-id"])
+    assert await store.get_chat(chat.id) == chat
+
+
+async def test_concurrent_adds_and_removes_keep_members_unique(store: Store) -> None:
+    owner, *others = await new_users(store, 9)
+    chat = await new_group(store, [owner])
+    ids = [u.id for u in others]
+    await asyncio.gather(
+        *(store.add_members(chat.id, ids[i : i + 3]) for i in range(0, 8)),
+        store.remove_member(chat.id, ids[0]),
+    )
+    final = await store.get_chat(chat.id)
+    assert final is not None
+    assert len(final.member_ids) == len(set(final.member_ids))
+    assert final.member_ids[0] == owner.id
+    assert set(final.member_ids) >= {owner.id, *ids[1:]}
+
+
 # -- SQLite adapter specifics ----------------------------------------------------------------
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
@@ -777,3 +891,18 @@ async def test_sqlite_hot_queries_use_indexes(sqlite_store: Store, tmp_path: Pat
             plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
             full_scans = [step for step in plan if step.startswith("SCAN") and step != "SCAN top"]
             assert full_scans == [], (name, plan)
+
+
+async def test_sqlite_contacts_query_uses_indexes(sqlite_store: Store, tmp_path: Path) -> None:
+    from messenger.store import sqlite as adapter
+
+    with closing(sqlite3.connect(tmp_path / "nested" / "dir" / "db.sqlite3")) as conn:
+        plan = [row[3] for row in conn.execute(
+            f"EXPLAIN QUERY PLAN {adapter.SQL_CONTACTS}", ("u", 100, 100, "u")
+        )]
+    # it scans only what it built itself: the caller's chats ("small") and a count of at most
+    # max_chat_size + 1 rows per chat
+    bounded = ("SCAN (subquery-", "SCAN small")
+    scans = [step for step in plan if step.startswith("SCAN") and not step.startswith(bounded)]
+    assert scans == [], plan
+    assert all(" USING " in step for step in plan if step.startswith("SEARCH")), plan

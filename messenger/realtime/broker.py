@@ -151,6 +151,15 @@ class Publication:
     offset: int
     epoch: str
     payload: bytes
+    #: A fan-out copy in a user stream: the chat whose log entry it copies (else "").
+    source: str = ""
+    #: A marker copy: the user starts following the chat's stream at this chat offset.
+    source_offset: int = 0
+    marker: bool = False
+    #: The session whose request caused it (a globally unique id), and the payload that session
+    #: gets instead (``message_sent``); live only: what is read from the store has neither.
+    origin: str = ""
+    ack: bytes | None = None
 
     def __post_init__(self) -> None:
         check_stream(self.stream)

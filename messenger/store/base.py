@@ -32,17 +32,6 @@ Nothing outside ``messenger.store`` knows which adapter is in use; both pass
   not exist. They check neither the chat type nor a member limit nor that the users exist
   (``ChatService`` does); read positions are kept.
 * ``contact_ids(user)`` is every user sharing at least one chat with ``user``, without ``user``.
-* The event log: ``append_events`` stores a batch of ``(recipients, payload)`` (one entry per
-  event, not per recipient) and returns ids that are consecutive and increasing in batch order,
-  larger than every id assigned before and never reused, also after a purge. Within one process
-  calls are serialised, so an id assigned later is always stored later. ``list_events(user,
-  after_id, limit)`` returns that user's events with ``id > after_id``, ascending.
-  ``event_bounds()`` is ``(floor, head)``: ``head`` the largest id ever assigned (0 if none),
-  ``floor`` such that every event with ``id > floor`` is still stored (0 until a purge).
-  ``purge_events(before)`` sets ``floor`` to the largest id among events created before
-  ``before`` and deletes every event with ``id <= floor`` (with a monotonic clock: exactly the
-  events created before ``before``); it returns how many it deleted. The floor is raised before
-  anything is deleted, so a reader that checks ``after_id >= floor`` first never misses an event.
 * Streams (docs/REALTIME_STREAMS.md): a stream key is ``u:<user id>`` or ``c:<chat id>``, the
   whole string; any other key raises ``StoreError`` in every stream method.
   ``append_stream(stream, payloads)`` stores the payloads as the stream's next entries and returns
@@ -90,6 +79,48 @@ Nothing outside ``messenger.store`` knows which adapter is in use; both pass
   a recipient; the recipients of a half-done fan-out are only delayed. SQLite writes all of it
   in one transaction (an entry is never left incomplete; the sweep finds nothing); MongoDB uses
   single-document inserts and updates only.
+  **Markers** (a large chat with its own stream): ``append_chat_event(chat_id, payload, None,
+  markers)`` writes the chat-log entry and one *marker copy* per marker user into
+  ``u:<user>``: a fan-out copy exactly as above (same payload, source, unique index, order and
+  completion rules; the pending entry remembers that its copies are markers, so whoever
+  completes it writes marker copies), read back with ``StreamEntry.marker`` True;
+  ``user_offsets`` are the markers' offsets. Recipients (a list, even empty) together with
+  markers raise ``StoreError``. ``latest_marker(user, chat)`` is ``(user offset, chat
+  offset)`` of the newest marker copy of the chat in ``u:<user>`` (None if none).
+  **A message's event is written once per chat**: ``append_chat_event(..., message_seq=s)``
+  records ``s`` on the chat-log entry under a uniqueness rule per chat log (SQLite: a partial
+  unique index on ``(stream, message_seq)``; MongoDB: a partial unique index on ``(s, ms)``).
+  When the chat log holds an entry of ``s`` already, nothing new is written (no chat offset,
+  no copies) and the result is ``ChatEventWrite(that entry's chat offset, {}, existed=True)``;
+  the fan-out of that entry (and of the chat's earlier ones) is completed first if its writer
+  died half-way. Of any number of concurrent writers of one ``(chat, s)``, also in other
+  processes, exactly one writes the entry. So the writer of message *s* can first write the
+  events of the seqs below *s* that the chat log lacks (``last_message_event_seq``, then
+  ``messages_in_seq_range`` for the stored messages) and then its own, and the chat log holds
+  each message's event once, in seq order. ``last_message_event_seq(chat)`` is the largest
+  message seq among the chat log's entries (0 if none), exact also after trims:
+  ``trim_streams`` never deletes a chat log's entry of its largest message seq (it stays like
+  the newest entry, at or below the floor, never given to a reader again). Uniqueness is
+  among the stored entries: an entry that a trim deleted no longer blocks its seq (a writer
+  that follows the rule above writes only seqs above ``last_message_event_seq``).
+  ``messages_in_seq_range(chat, first, last)`` is the chat's messages with ``first <= seq <=
+  last``, ascending by seq; a range of more than ``MESSAGE_RANGE_MAX`` seqs raises
+  ``StoreError``.
+  **Batches**: ``append_chat_events(chat_id, events)`` (``ChatEvent``: the arguments of one
+  call) is ``append_chat_event`` for each event in order, with every guarantee above (order,
+  completion, markers, ``existed`` per message seq, also for a seq repeated within the batch)
+  and one ``ChatEventWrite`` per event, in order; ``append_chat_event`` is the batch of one.
+  Every event is checked first, so a malformed one raises ``StoreError`` with nothing written.
+  SQLite writes the whole batch in one transaction (all of it or none of it; the chat's
+  earlier incomplete entries, if any, completed once before its first fan-out). MongoDB
+  appends the batch's chat-log entries with one ordered insert and then writes the copies of
+  those that have recipients or markers together, per user stream in chat-offset order; a
+  writer that stops part-way leaves the rest incomplete, finished by the next event or the
+  sweep as above.
+* Streamed chats: ``set_chat_streamed(chat_id)`` sets ``Chat.streamed`` (idempotent, never
+  unset; an unknown chat is a no-op); every ``Chat`` the store returns carries the flag;
+  ``streamed_chats(user)`` is the ids of the user's chats that have it (any order; one query
+  over the user's chats, not over all chats).
 * A draft's ``attachments`` are stored with its message (and come back with it everywhere), and
   their uploads count as attached from then on (``Upload.attached``; SQLite: in the same
   transaction; MongoDB: right after the insert, and ``list_unattached_uploads`` repairs a flag a
@@ -127,6 +158,7 @@ from datetime import datetime
 from messenger.models import (
     AppendResult,
     Chat,
+    ChatEvent,
     ChatEventWrite,
     ChatType,
     ChatView,
@@ -137,11 +169,26 @@ from messenger.models import (
     OutboxMail,
     SenderNotMember,
     SpendResult,
-    StoredEvent,
     StreamEntry,
     Upload,
     User,
 )
+from messenger.store.errors import StoreError
+
+#: The most seqs one ``Store.messages_in_seq_range`` call may span.
+MESSAGE_RANGE_MAX = 1000
+
+
+def check_seq_range(first_seq: object, last_seq: object) -> int:
+    """How many seqs ``first_seq..last_seq`` spans (0 when ``last_seq < first_seq``); seqs
+    that are not ints, or a span over ``MESSAGE_RANGE_MAX``, raise ``StoreError``."""
+    for seq in (first_seq, last_seq):
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise StoreError(f"malformed message seq: {seq!r}")
+    span = max(last_seq - first_seq + 1, 0)  # type: ignore[operator]
+    if span > MESSAGE_RANGE_MAX:
+        raise StoreError(f"a message range spans at most {MESSAGE_RANGE_MAX} seqs, not {span}")
+    return span
 
 
 class Store(abc.ABC):
@@ -212,6 +259,15 @@ class Store(abc.ABC):
     async def get_chat(self, chat_id: str) -> Chat | None: ...
 
     @abc.abstractmethod
+    async def set_chat_streamed(self, chat_id: str) -> None:
+        """Flag the chat as streamed (``Chat.streamed``): idempotent, never unset; a no-op for
+        a chat that does not exist."""
+
+    @abc.abstractmethod
+    async def streamed_chats(self, user_id: str) -> list[str]:
+        """The ids of the chats ``user_id`` is a member of that are streamed (any order)."""
+
+    @abc.abstractmethod
     async def get_chat_view(self, chat_id: str, user_id: str) -> ChatView | None:
         """The chat with its last message and ``user_id``'s read position (None if no chat)."""
 
@@ -258,25 +314,13 @@ class Store(abc.ABC):
         """Up to ``limit`` messages with ``seq < before_seq`` (or the newest), oldest first,
         and whether older ones exist."""
 
-    # -- event log ---------------------------------------------------------------------------
     @abc.abstractmethod
-    async def append_events(self, events: Sequence[tuple[Sequence[str], bytes]]) -> list[int]:
-        """Store a batch of ``(recipient user ids, payload)``; return their ids (consecutive,
-        increasing in batch order). A malformed recipient id raises ``StoreError``."""
-
-    @abc.abstractmethod
-    async def list_events(self, user_id: str, after_id: int, limit: int) -> list[StoredEvent]:
-        """Up to ``limit`` events for ``user_id`` with ``id > after_id``, oldest first."""
-
-    @abc.abstractmethod
-    async def event_bounds(self) -> tuple[int, int]:
-        """``(floor, head)``: every event with ``id > floor`` is stored; ``head`` is the
-        largest id ever assigned (both 0 for an empty log)."""
-
-    @abc.abstractmethod
-    async def purge_events(self, created_before: datetime) -> int:
-        """Delete the events created before ``created_before`` (see the module docstring for
-        the floor); return how many were deleted."""
+    async def messages_in_seq_range(
+        self, chat_id: str, first_seq: int, last_seq: int
+    ) -> list[Message]:
+        """The chat's messages with ``first_seq <= seq <= last_seq``, ascending by seq (at most
+        ``last_seq - first_seq + 1``); a range over ``MESSAGE_RANGE_MAX`` seqs raises
+        ``StoreError``, a malformed chat id finds nothing."""
 
     # -- streams (gap-free offsets; docs/REALTIME_STREAMS.md) ------------------------------------
     @abc.abstractmethod
@@ -300,16 +344,48 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def trim_streams(self, created_before: datetime) -> int:
         """Retention: per stream, raise the floor to the largest offset created before
-        ``created_before``, then delete the entries at or below it except the stream's newest;
-        return how many were deleted."""
+        ``created_before``, then delete the entries at or below it except the stream's newest
+        (and a chat log's entry of its largest message seq); return how many were deleted."""
 
-    @abc.abstractmethod
     async def append_chat_event(
-        self, chat_id: str, payload: bytes, recipients: Sequence[str] | None
+        self,
+        chat_id: str,
+        payload: bytes,
+        recipients: Sequence[str] | None,
+        markers: Sequence[str] = (),
+        message_seq: int | None = None,
     ) -> ChatEventWrite:
         """Append a chat's event to its chat log and, with ``recipients`` (a small chat), fan it
-        out to their user streams, in order, each once (see the module docstring). A malformed
-        chat or user id raises ``StoreError``."""
+        out to their user streams, in order, each once; with ``recipients`` None and
+        ``markers``, write a marker copy to each marker user's stream the same way (see the
+        module docstring). With ``message_seq`` (the event of that message), write nothing if
+        the chat log has that seq's entry already (``existed``). Recipients and markers
+        together, a malformed chat or user id, or a ``message_seq`` that is not an int >= 1,
+        raise ``StoreError``. ``append_chat_events`` with this one event."""
+        [write] = await self.append_chat_events(
+            chat_id, [ChatEvent(payload, recipients, markers, message_seq)]
+        )
+        return write
+
+    @abc.abstractmethod
+    async def append_chat_events(
+        self, chat_id: str, events: Sequence[ChatEvent]
+    ) -> list[ChatEventWrite]:
+        """``append_chat_event`` for each event, in order: one result per event, in order, the
+        same as those calls would give (chat offsets increasing in batch order, a repeated
+        ``message_seq`` ``existed``, also within the batch). Every event is checked before
+        anything is written: one malformed event raises ``StoreError`` and writes nothing. An
+        empty batch writes nothing and returns ``[]`` (see the module docstring)."""
+
+    @abc.abstractmethod
+    async def last_message_event_seq(self, chat_id: str) -> int:
+        """The largest ``message_seq`` among the chat log's entries (0 if none), also after
+        trims; a malformed chat id raises ``StoreError``."""
+
+    @abc.abstractmethod
+    async def latest_marker(self, user_id: str, chat_id: str) -> tuple[int, int] | None:
+        """``(user-stream offset, chat offset)`` of the newest marker copy of ``chat_id`` in
+        ``u:<user_id>``; None if there is none (or an id is malformed)."""
 
     @abc.abstractmethod
     async def complete_fanouts(self, created_before: datetime) -> int:

@@ -60,26 +60,15 @@ Consistency design — no multi-document transactions, no change streams: every 
   meanwhile (else it reads again and retries): order is kept and nobody is added twice.
   ``remove_member`` is one ``$pull``. ``contact_ids`` is one ``distinct("member_ids")`` over the
   user's chats (index ``member_activity``).
-* Event log: ``events`` documents ``{_id: <int id>, r: [recipient ObjectId], p: <payload
-  bytes>, t}``, one per event, with an index on ``(r, _id)`` for a user's events after an id.
-  ``append_events`` reserves a block of ids with one atomic ``find_one_and_update`` ``$inc`` of
-  ``seq`` on ``counters`` ``{_id: "events"}`` (created on first use), then writes the batch with
-  one ``insert_many``; both run under one in-process asyncio lock, in a task shielded from the
-  caller's cancellation, so within one process an id assigned later is always stored later.
-  **Across processes** two batches can land out of id order (a reader may briefly see a larger
-  id before a smaller one of another process), and a crash or outage between reserving and
-  inserting leaves ids that never appear; ids are never duplicated or reused. ``event_bounds``
-  reads the counter (``seq`` is the head: every id ever reserved). ``purge_events`` finds the
-  largest id created before the cutoff, ``$max``-es it into the counter's ``floor`` **before**
-  deleting ``_id <= floor`` with one ``delete_many``, so a reader that finds its cursor at or
-  above the floor never misses an event to the purge. Clock skew between processes only decides
-  which events a purge takes, never whether an event above the floor survives.
 * ``list_chat_views`` is three queries whatever the page size: the chats (index
   ``member_ids, last_activity_at desc, _id desc``), their last messages (one ``$or`` of
   ``(chat_id, seq >= last_seq)`` ranges, one message each unless a hint lags) and the caller's
   read positions (one ``$in`` on ``_id``).
 * Streams (gap-free offsets, no reservation: an offset is taken by the insert of its entry
   under a unique index) are in ``mongo_streams.py``, the email methods in ``mongo_email.py``.
+  Real-time events live only there: the former global event log (collection ``events`` and
+  its counter ``{_id: "events"}`` in ``counters``) is no longer read or written, and
+  ``migrate`` leaves a database's old copy alone (see ``mongo_docs.INDEXES``).
 
 Collections, indexes, the document shapes and the translation of driver errors are in
 ``mongo_docs.py``. Datetimes are stored as BSON dates (millisecond precision, which
@@ -111,15 +100,13 @@ from messenger.models import (
     RefreshSpend,
     SenderNotMember,
     SpendResult,
-    StoredEvent,
     Upload,
     User,
 )
-from messenger.store.base import Store
+from messenger.store.base import Store, check_seq_range
 from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
 from messenger.store.mongo_docs import (
     DUPLICATE_KEY,
-    EVENTS_COUNTER,
     INDEXES,
     Doc,
     attachment_docs,
@@ -131,7 +118,6 @@ from messenger.store.mongo_docs import (
     read_position_upsert,
     ref,
     to_chat,
-    to_event,
     to_message,
     to_token,
     to_upload,
@@ -198,7 +184,6 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._chat_locks = KeyedLocks()
-        self._event_lock = asyncio.Lock()  # serialises append_events in this process
         self._stream_queues: dict[str, StreamQueue] = {}  # append_stream, per stream
         self._stream_heads = HeadCache()
         self._epoch: str | None = None
@@ -228,7 +213,6 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
             )
             self._loop = loop
             self._chat_locks = KeyedLocks()
-            self._event_lock = asyncio.Lock()
             self._stream_queues = {}
         return self._database
 
@@ -409,6 +393,26 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
             return None
         doc = await self._db.chats.find_one({"_id": chat_oid})
         return to_chat(doc) if doc else None
+
+    @_guarded
+    async def set_chat_streamed(self, chat_id: str) -> None:
+        chat_oid = oid(chat_id)
+        if chat_oid is not None:
+            await self._db.chats.update_one(
+                {"_id": chat_oid, "streamed": {"$ne": True}}, {"$set": {"streamed": True}}
+            )
+
+    @_guarded
+    async def streamed_chats(self, user_id: str) -> list[str]:
+        """See ``Store.streamed_chats``: the user's chats by the index ``member_activity``,
+        the flagged ones kept."""
+        user_oid = oid(user_id)
+        if user_oid is None:
+            return []
+        docs = await self._db.chats.find(
+            {"member_ids": user_oid, "streamed": True}, {"_id": 1}
+        ).to_list(None)
+        return [str(doc["_id"]) for doc in docs]
 
     @_guarded
     async def get_chat_view(self, chat_id: str, user_id: str) -> ChatView | None:
@@ -618,80 +622,24 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         page = [to_message(doc) for doc in reversed(docs[:limit])]
         return page, len(docs) > limit
 
-    # -- event log ---------------------------------------------------------------------------
-    async def append_events(self, events: Sequence[tuple[Sequence[str], bytes]]) -> list[int]:
-        """See ``Store.append_events`` and the module docstring. Shielded like
-        ``append_messages``: once ids are reserved, the insert finishes even if the caller is
-        cancelled."""
-        if not events:
-            return []
-        batch = [
-            ([ref(user_id, "recipient id") for user_id in dict.fromkeys(recipients)], bytes(p))
-            for recipients, p in events
-        ]
-        task = asyncio.ensure_future(self._append_events(batch))
-        self._appends.add(task)
-        task.add_done_callback(self._appends.discard)
-        task.add_done_callback(_retrieve_exception)
-        return await asyncio.shield(task)
-
     @_guarded
-    async def _append_events(self, batch: list[tuple[list[ObjectId], bytes]]) -> list[int]:
-        db = self._db
-        async with self._event_lock:
-            counter = await _reserve_event_ids(db, len(batch))
-            first = counter["seq"] - len(batch) + 1
-            now = utcnow()
-            await db.events.insert_many(
-                [
-                    {"_id": first + i, "r": recipients, "p": payload, "t": now}
-                    for i, (recipients, payload) in enumerate(batch)
-                ]
-            )
-        return list(range(first, first + len(batch)))
-
-    @_guarded
-    async def list_events(self, user_id: str, after_id: int, limit: int) -> list[StoredEvent]:
-        user_oid = oid(user_id)
-        if user_oid is None or limit <= 0:
+    async def messages_in_seq_range(
+        self, chat_id: str, first_seq: int, last_seq: int
+    ) -> list[Message]:
+        """See ``Store.messages_in_seq_range``: one range of the index ``chat_seq``."""
+        span = check_seq_range(first_seq, last_seq)
+        chat_oid = oid(chat_id)
+        if span == 0 or chat_oid is None:
             return []
         docs = (
-            await self._db.events.find({"r": user_oid, "_id": {"$gt": after_id}})
-            .sort("_id", ASCENDING)
-            .limit(limit)
+            await self._db.messages.find(
+                {"chat_id": chat_oid, "seq": {"$gte": first_seq, "$lte": last_seq}}
+            )
+            .sort("seq", ASCENDING)
+            .limit(span)
             .to_list(None)
         )
-        return [to_event(doc) for doc in docs]
-
-    @_guarded
-    async def event_bounds(self) -> tuple[int, int]:
-        doc = await self._db.counters.find_one({"_id": EVENTS_COUNTER})
-        if doc is None:
-            return 0, 0
-        return doc.get("floor", 0), doc.get("seq", 0)
-
-    @_guarded
-    async def purge_events(self, created_before: datetime) -> int:
-        """See ``Store.purge_events``: the floor is ``$max``-ed on the counter document first,
-        then one ``delete_many`` of ``_id <= floor``."""
-        db = self._db
-        # Hinted: read only the old events (index on t) and take the top id, rather than walk
-        # the _id index down through every retained event.
-        newest = (
-            await db.events.find({"t": {"$lt": created_before}}, {"_id": 1})
-            .sort("_id", DESCENDING)
-            .hint("created_at")
-            .limit(1)
-            .to_list(None)
-        )
-        if not newest:
-            return 0
-        floor = newest[0]["_id"]
-        await db.counters.update_one(
-            {"_id": EVENTS_COUNTER}, {"$max": {"floor": floor}}, upsert=True
-        )
-        result = await db.events.delete_many({"_id": {"$lte": floor}})
-        return result.deleted_count
+        return [to_message(doc) for doc in docs]
 
     # -- uploads and attachments -------------------------------------------------------------
     @_guarded
@@ -1021,26 +969,6 @@ async def _raise_read_position(db: AsyncIOMotorDatabase, key: str, update: Doc) 
             return await db.read_positions.find_one_and_update(
                 {"_id": key},
                 update,
-                projection={"seq": 1},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-
-
-async def _reserve_event_ids(db: AsyncIOMotorDatabase, count: int) -> Doc:
-    """``$inc`` the event counter by ``count`` (created on first use); the document after it.
-    Two first upserts can clash on ``_id`` (older servers report a duplicate key): retried."""
-    for attempt in (1, 2):
-        try:
-            return await db.counters.find_one_and_update(
-                {"_id": EVENTS_COUNTER},
-                {"$inc": {"seq": count}},
                 projection={"seq": 1},
                 upsert=True,
                 return_document=ReturnDocument.AFTER,

@@ -9,6 +9,7 @@ and family ids are opaque strings and are stored as they are.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,6 @@ from messenger.models import (
     ChatType,
     Message,
     RefreshToken,
-    StoredEvent,
     StreamEntry,
     Upload,
     UploadStatus,
@@ -42,6 +42,8 @@ from messenger.store.errors import StoreError, StoreUnavailable
 Doc = dict[str, Any]
 
 DUPLICATE_KEY = 11000  # server error code of a unique-index violation
+#: The index on ``stream_entries`` that keeps a message's event once per chat log.
+MESSAGE_EVENT_INDEX = "chat_log_message_seq"
 
 #: Every index ``MongoStore.migrate`` makes, by collection. Named, so a rerun is a no-op.
 INDEXES: dict[str, list[IndexModel]] = {
@@ -58,7 +60,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"),
     ],
     # {_id: ObjectId, type, title, member_ids: [ObjectId], direct_key?: str, created_at,
-    #  last_seq (a hint: it may lag the chat's largest stored seq; mongo.py), last_activity_at}
+    #  last_seq (a hint: it may lag the chat's largest stored seq; mongo.py), last_activity_at,
+    #  streamed?: true (a large chat with its own stream; set once, never unset)}
+    # member_activity also finds a user's streamed chats (member_ids, then streamed filters).
     "chats": [
         IndexModel(
             [("direct_key", ASCENDING)],
@@ -92,20 +96,18 @@ INDEXES: dict[str, list[IndexModel]] = {
             name="chat_sender_client_msg_id",
         ),
     ],
-    # The event log. {_id: int event id, r: [recipient ObjectId], p: payload bytes, t: created_at}
-    # (r, _id): one user's events after an id, in order; t: the newest event before a purge time.
-    "events": [
-        IndexModel([("r", ASCENDING), ("_id", ASCENDING)], name="recipient_id"),
-        IndexModel([("t", ASCENDING)], name="created_at"),
-    ],
     # -- streams (docs/REALTIME_STREAMS.md; the adapter's part is mongo_streams.py) --
     # {_id: ObjectId, s: stream key, o: offset, p: payload bytes, t: created_at,
-    #  sc, so: a fan-out copy's source (chat id, chat offset), in a user stream;
-    #  r: recipients, pend: true — a chat-log entry whose fan-out is incomplete (both unset after)}
+    #  sc, so: a fan-out copy's source (chat id, chat offset), in a user stream; m: true — that
+    #  copy is a marker; r: recipients, pend: true — a chat-log entry whose fan-out is incomplete
+    #  (both unset after), rm: true — its copies are markers (kept after); ms: a chat-log
+    #  entry's message seq (the event of that message), absent for every other entry}
     # (s, o), unique: an offset is taken by the insert of its entry, never before; a stream's
     # entries after an offset; its head as the largest key. t: each stream's newest old entry.
-    # (s, sc, so), unique where sc is set: a repeated fan-out is a no-op. (pend, s, o) where
-    # pend: a chat's incomplete fan-outs in chat-offset order, and the sweep's.
+    # (s, sc, so), unique where sc is set: a repeated fan-out is a no-op; a user's newest
+    # marker of a chat (descending so). (pend, s, o) where pend: a chat's incomplete fan-outs in
+    # chat-offset order, and the sweep's. (s, ms), unique where ms exists: a message's event is
+    # in a chat log once; the chat log's largest message seq (descending ms), which trims keep.
     "stream_entries": [
         IndexModel([("s", ASCENDING), ("o", ASCENDING)], unique=True, name="stream_offset"),
         IndexModel([("t", ASCENDING)], name="created_at"),
@@ -119,6 +121,12 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("pend", ASCENDING), ("s", ASCENDING), ("o", ASCENDING)],
             name="fanout_pending",
             partialFilterExpression={"pend": True},
+        ),
+        IndexModel(
+            [("s", ASCENDING), ("ms", ASCENDING)],
+            unique=True,
+            name=MESSAGE_EVENT_INDEX,
+            partialFilterExpression={"ms": {"$exists": True}},
         ),
     ],
     # -- email (API_CONTRACT.md §10; the adapter's part is mongo_email.py) --
@@ -143,15 +151,14 @@ INDEXES: dict[str, list[IndexModel]] = {
     "presence": [
         IndexModel([("online", ASCENDING), ("check_at", ASCENDING)], name="online_check_at"),
     ],
-    # Collection "counters" (no index of its own: only _id lookups): {_id: "events", seq: the
-    # largest event id ever reserved, floor: every event with a larger id is still stored}.
     # Collection "stream_floors" (only _id lookups): {_id: stream key, floor: every offset of
     # the stream above it is stored}; none for a stream never trimmed (floor 0).
     # Collection "store_meta" (only _id lookups): {_id: "stream_epoch", value: the epoch}.
+    # Unused: the collections "events" and "counters" (the former global event log and its
+    # counter document {_id: "events"}, replaced by the streams). Nothing reads or writes them
+    # and migrate neither creates nor drops anything there; on a database that has them an
+    # operator may drop both (with their indexes "recipient_id" and "created_at" on "events").
 }
-
-#: ``_id`` of the event log's counter document in ``counters``.
-EVENTS_COUNTER = "events"
 
 
 # -- ids -------------------------------------------------------------------------------------
@@ -200,14 +207,31 @@ def guarded[**P, T](fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any,
     return wrapper
 
 
-def duplicate_on(details: Any, field: str) -> bool:
+_DUP_KEY = re.compile(r"index: (?P<index>\S+) dup key: (?P<key>\{.*\})", re.DOTALL)
+_QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
+_KEY_FIELD = re.compile(r"[{,]\s*([A-Za-z_][\w.]*)\s*:")
+
+
+def duplicate_on(details: Any, field: str, index: str | None = None) -> bool:
     """Whether a duplicate-key error (its ``details``, or one ``writeErrors`` entry) is a clash
-    on an index that includes ``field``."""
+    on an index that includes ``field`` (or, with ``index``, on the index of that name).
+
+    The error's ``keyPattern`` / ``keyValue`` answer (MongoDB 4.2 and later, and mongoeco);
+    without them, the message's ``index: <name> dup key: { <field>: ... }``: the index's name,
+    then the key's field names (quoted values left out); a message of another shape is searched
+    for ``field``."""
     details = details or {}
     pattern = details.get("keyPattern") or details.get("keyValue")
     if pattern:
         return field in pattern
-    return field in str(details.get("errmsg", ""))
+    message = str(details.get("errmsg", ""))
+    found = _DUP_KEY.search(message)
+    if found is None:
+        return field in message
+    if index is not None and found["index"] == index:
+        return True
+    return field in _KEY_FIELD.findall(_QUOTED.sub('""', found["key"]))
+
 
 
 # -- updates ---------------------------------------------------------------------------------
@@ -249,6 +273,7 @@ def to_chat(doc: Doc) -> Chat:
         utc(doc["created_at"]),
         doc["last_seq"],
         utc(doc["last_activity_at"]),
+        bool(doc.get("streamed", False)),
     )
 
 
@@ -309,15 +334,11 @@ def to_upload(doc: Doc) -> Upload:
     )
 
 
-def to_event(doc: Doc) -> StoredEvent:
-    return StoredEvent(
-        doc["_id"], tuple(str(user) for user in doc["r"]), bytes(doc["p"]), utc(doc["t"])
-    )
-
-
 def to_stream_entry(doc: Doc) -> StreamEntry:
     source = (doc["sc"], doc["so"]) if "sc" in doc else None
-    return StreamEntry(doc["s"], doc["o"], bytes(doc["p"]), utc(doc["t"]), source)
+    return StreamEntry(
+        doc["s"], doc["o"], bytes(doc["p"]), utc(doc["t"]), source, bool(doc.get("m", False))
+    )
 
 
 def utc(value: datetime) -> datetime:

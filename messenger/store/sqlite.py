@@ -11,8 +11,9 @@ setting (``synchronous``), ``full`` by default:
 
 * ``full`` (default): every commit fsyncs the WAL before it returns, so an acknowledged write
   survives a power cut or an OS crash, not only a killed process. Sends are stored in batches
-  (one transaction per ``ChatActor`` batch, one per ``EventLogActor`` batch), so this is one
-  fsync per batch, not per message.
+  (one transaction per ``ChatActor`` batch), so their messages cost one fsync per batch, not
+  per message; each stream write (``append_stream``, ``append_chat_event``: one event with its
+  fan-out) is one transaction, so one fsync, of its own.
 * ``normal``: a commit does not wait for fsync (the WAL is synced at checkpoints). Faster on
   slow disks; a killed process loses nothing, but a power cut or OS crash can lose the last
   acknowledged transactions (the file is never corrupted).
@@ -36,7 +37,7 @@ from pathlib import Path
 import orjson
 
 from messenger.clock import from_millis, to_millis, utcnow
-from messenger.ids import is_valid_id, new_id
+from messenger.ids import new_id
 from messenger.models import (
     AppendResult,
     Attachment,
@@ -49,12 +50,11 @@ from messenger.models import (
     RefreshToken,
     SenderNotMember,
     SpendResult,
-    StoredEvent,
     Upload,
     UploadStatus,
     User,
 )
-from messenger.store.base import Store
+from messenger.store.base import Store, check_seq_range
 from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
 from messenger.store.sqlite_email import SQLiteEmailMixin
 from messenger.store.sqlite_parts import USER_COLUMNS, Row, user_from_row, write_transaction
@@ -70,7 +70,7 @@ _IN_CHUNK = 500  # ids per ``IN (...)`` list, well under SQLite's bound-variable
 SYNCHRONOUS_MODES = {"normal": 1, "full": 2, "extra": 3}
 
 # -- queries (module constants so scripts/bench_store can EXPLAIN QUERY PLAN them) ------------
-CHAT_COLUMNS = "id, type, title, created_at, last_seq, last_activity_at"
+CHAT_COLUMNS = "id, type, title, created_at, last_seq, last_activity_at, streamed"
 MESSAGE_COLUMNS = "id, chat_id, seq, sender_id, text, client_msg_id, created_at, attachments"
 UPLOAD_COLUMNS = (
     "id, owner_id, object_key, filename, content_type, size, status, created_at, attached"
@@ -87,6 +87,10 @@ SQL_NEWEST_MESSAGES = f"""
 SQL_MESSAGES_BEFORE = f"""
     SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq < ?
     ORDER BY seq DESC LIMIT ?
+"""
+SQL_MESSAGES_IN_SEQ_RANGE = f"""
+    SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq >= ? AND seq <= ?
+    ORDER BY seq LIMIT ?
 """
 SQL_INSERT_MESSAGE = """
     INSERT INTO messages (id, chat_id, seq, sender_id, text, client_msg_id, created_at)
@@ -128,7 +132,8 @@ _VIEW_TAIL = """
     m.created_at, m.attachments
 """
 SQL_CHAT_VIEW = f"""
-    SELECT c.id, c.type, c.title, c.created_at, c.last_seq, c.last_activity_at, {_VIEW_TAIL}
+    SELECT c.id, c.type, c.title, c.created_at, c.last_seq, c.last_activity_at, c.streamed,
+           {_VIEW_TAIL}
     FROM chats AS c
     LEFT JOIN read_positions AS r ON r.chat_id = c.id AND r.user_id = ?
     LEFT JOIN messages AS m ON m.chat_id = c.id AND m.seq = c.last_seq
@@ -138,7 +143,7 @@ SQL_CHAT_VIEW = f"""
 # only), and only the page that survives LIMIT is joined with read positions and last messages.
 SQL_CHAT_VIEWS = f"""
     WITH top AS MATERIALIZED (
-        SELECT c.id, c.type, c.title, c.created_at, c.last_seq, c.last_activity_at
+        SELECT c.id, c.type, c.title, c.created_at, c.last_seq, c.last_activity_at, c.streamed
         FROM chat_members AS cm CROSS JOIN chats AS c ON c.id = cm.chat_id
         WHERE cm.user_id = ?
         ORDER BY c.last_activity_at DESC, c.id DESC
@@ -150,12 +155,18 @@ SQL_CHAT_VIEWS = f"""
     LEFT JOIN messages AS m ON m.chat_id = top.id AND m.seq = top.last_seq
     ORDER BY top.last_activity_at DESC, top.id DESC
 """
+# A user's chats through the membership index, the flagged ones kept.
+SQL_STREAMED_CHATS = """
+    SELECT c.id FROM chat_members AS cm CROSS JOIN chats AS c ON c.id = cm.chat_id
+    WHERE cm.user_id = ? AND c.streamed = 1
+"""
+SQL_SET_CHAT_STREAMED = "UPDATE chats SET streamed = 1 WHERE id = ? AND streamed = 0"
 SQL_TOKEN_STATE = """
     SELECT t.family_id, t.user_id, t.expires_at, f.revoked
     FROM refresh_tokens AS t JOIN token_families AS f ON f.id = t.family_id
     WHERE t.jti = ?
 """
-# Members, contacts and the event log (real-time layer).
+# A user's contacts (real-time layer: presence).
 SQL_CONTACTS = """
     WITH small AS MATERIALIZED (
         SELECT mine.chat_id FROM chat_members AS mine
@@ -167,24 +178,6 @@ SQL_CONTACTS = """
     FROM small CROSS JOIN chat_members AS other ON other.chat_id = small.chat_id
     WHERE other.user_id != ?
 """
-SQL_USER_EVENTS = """
-    SELECT e.id, e.recipients, e.payload, e.created_at
-    FROM event_recipients AS r CROSS JOIN events AS e ON e.id = r.event_id
-    WHERE r.user_id = ? AND r.event_id > ?
-    ORDER BY r.event_id
-    LIMIT ?
-"""
-SQL_EVENT_HEAD = """
-    SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
-               COALESCE((SELECT max(id) FROM events), 0))
-"""
-SQL_EVENT_FLOOR = "SELECT floor FROM event_log WHERE singleton = 1"
-# INDEXED BY: read only the old events, not every retained one down from the largest rowid.
-SQL_NEWEST_EVENT_BEFORE = """
-    SELECT max(id) FROM events INDEXED BY events_created_at WHERE created_at < ?
-"""
-SQL_INSERT_EVENT = "INSERT INTO events (id, recipients, payload, created_at) VALUES (?, ?, ?, ?)"
-SQL_INSERT_EVENT_RECIPIENT = "INSERT INTO event_recipients (user_id, event_id) VALUES (?, ?)"
 
 
 class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
@@ -463,6 +456,15 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
 
         return await self._run(op)
 
+    async def set_chat_streamed(self, chat_id: str) -> None:
+        await self._run(lambda conn: conn.execute(SQL_SET_CHAT_STREAMED, (chat_id,)))
+
+    async def streamed_chats(self, user_id: str) -> list[str]:
+        rows = await self._run(
+            lambda conn: conn.execute(SQL_STREAMED_CHATS, (user_id,)).fetchall()
+        )
+        return [chat_id for (chat_id,) in rows]
+
     async def get_chat_view(self, chat_id: str, user_id: str) -> ChatView | None:
         def op(conn: sqlite3.Connection) -> ChatView | None:
             row = conn.execute(SQL_CHAT_VIEW, (user_id, chat_id)).fetchone()
@@ -584,75 +586,17 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
         page = [_message(row) for row in reversed(rows[:limit])]
         return page, len(rows) > limit
 
-    # -- event log ---------------------------------------------------------------------------
-    async def append_events(self, events: Sequence[tuple[Sequence[str], bytes]]) -> list[int]:
-        """See ``Store.append_events``: one transaction per batch. The one worker thread runs
-        calls in submission order, so an id assigned later is always committed later."""
-        if not events:
+    async def messages_in_seq_range(
+        self, chat_id: str, first_seq: int, last_seq: int
+    ) -> list[Message]:
+        """See ``Store.messages_in_seq_range``: one range of ``messages_chat_seq``."""
+        span = check_seq_range(first_seq, last_seq)
+        if span == 0:
             return []
-        batch = [(_recipients(recipients), bytes(payload)) for recipients, payload in events]
-
-        def op(conn: sqlite3.Connection) -> list[int]:
-            now_ms = to_millis(utcnow())
-            with write_transaction(conn):
-                [(head,)] = conn.execute(SQL_EVENT_HEAD).fetchall()
-                first = head + 1
-                conn.executemany(
-                    SQL_INSERT_EVENT,
-                    [
-                        (first + i, " ".join(users), payload, now_ms)
-                        for i, (users, payload) in enumerate(batch)
-                    ],
-                )
-                conn.executemany(
-                    SQL_INSERT_EVENT_RECIPIENT,
-                    [(user, first + i) for i, (users, _) in enumerate(batch) for user in users],
-                )
-            return list(range(first, first + len(batch)))
-
-        return await self._run(op)
-
-    async def list_events(self, user_id: str, after_id: int, limit: int) -> list[StoredEvent]:
-        if limit <= 0:
-            return []
-        rows = await self._run(
-            lambda conn: conn.execute(SQL_USER_EVENTS, (user_id, after_id, limit)).fetchall()
-        )
-        return [_event(row) for row in rows]
-
-    async def event_bounds(self) -> tuple[int, int]:
-        def op(conn: sqlite3.Connection) -> tuple[int, int]:
-            floor = conn.execute(SQL_EVENT_FLOOR).fetchone()
-            [(head,)] = conn.execute(SQL_EVENT_HEAD).fetchall()
-            return (floor[0] if floor else 0), head
-
-        return await self._run(op)
-
-    async def purge_events(self, created_before: datetime) -> int:
-        """See ``Store.purge_events``: one transaction; the recipient rows go by one range
-        delete per recipient of the purged events."""
-        cutoff_ms = to_millis(created_before)
-
-        def op(conn: sqlite3.Connection) -> int:
-            with write_transaction(conn):
-                [(floor,)] = conn.execute(SQL_NEWEST_EVENT_BEFORE, (cutoff_ms,)).fetchall()
-                if floor is None:
-                    return 0
-                conn.execute(
-                    "UPDATE event_log SET floor = max(floor, ?) WHERE singleton = 1", (floor,)
-                )
-                users: set[str] = set()
-                for (recipients,) in conn.execute(
-                    "SELECT recipients FROM events WHERE id <= ?", (floor,)
-                ):
-                    users.update(recipients.split())
-                conn.executemany(
-                    "DELETE FROM event_recipients WHERE user_id = ? AND event_id <= ?",
-                    [(user, floor) for user in users],
-                )
-                return conn.execute("DELETE FROM events WHERE id <= ?", (floor,)).rowcount
-
-        return await self._run(op)
+        rows = await self._run(lambda conn: conn.execute(
+            SQL_MESSAGES_IN_SEQ_RANGE, (chat_id, first_seq, last_seq, span)
+        ).fetchall())
+        return [_message(row) for row in rows]
 
     # -- uploads and attachments -------------------------------------------------------------
     async def add_upload(self, upload: Upload) -> None:
@@ -822,22 +766,9 @@ def _marks(items: Sequence[object]) -> str:
     return ", ".join("?" * len(items))
 
 
-def _recipients(user_ids: Sequence[str]) -> tuple[str, ...]:
-    """An event's recipients, each once, in order; a malformed id is a caller's bug."""
-    users = tuple(dict.fromkeys(user_ids))
-    for user_id in users:
-        if not is_valid_id(user_id):
-            raise StoreError(f"malformed recipient id: {user_id!r}")
-    return users
-
-
-def _event(row: Row) -> StoredEvent:
-    event_id, recipients, payload, created_ms = row
-    return StoredEvent(event_id, tuple(recipients.split()), bytes(payload), from_millis(created_ms))
-
-
 def _chat(row: Row, member_ids: tuple[str, ...]) -> Chat:
-    chat_id, chat_type, title, created_ms, last_seq, activity_ms = row[:6]
+    """The chat of a row that starts with ``CHAT_COLUMNS``."""
+    chat_id, chat_type, title, created_ms, last_seq, activity_ms, streamed = row[:7]
     return Chat(
         chat_id,
         ChatType(chat_type),
@@ -846,6 +777,7 @@ def _chat(row: Row, member_ids: tuple[str, ...]) -> Chat:
         from_millis(created_ms),
         last_seq,
         from_millis(activity_ms),
+        bool(streamed),
     )
 
 
@@ -886,5 +818,5 @@ def _upload(row: Row) -> Upload:
 
 def _chat_view(row: Row, member_ids: tuple[str, ...]) -> ChatView:
     """A row of ``SQL_CHAT_VIEW(S)``: chat columns, read seq, then the last message or NULLs."""
-    last = _message(row[7:15]) if row[7] is not None else None
-    return ChatView(_chat(row, member_ids), last, row[6])
+    last = _message(row[8:16]) if row[8] is not None else None
+    return ChatView(_chat(row, member_ids), last, row[7])

@@ -19,10 +19,6 @@ Every hot query has an index (checked by ``scripts/bench_store`` with EXPLAIN QU
   (chat, sender, client_msg_id) where client_msg_id is set (unique: idempotent sends).
 * ``uploads``: by id; never-attached ones by creation time (the orphan clean-up).
   ``message_attachments``: by (attachment, message) — which messages carry an attachment.
-* ``events`` (the event log): by id (``AUTOINCREMENT``: never reused; the largest ever given is
-  ``sqlite_sequence``'s ``seq``, the head), by creation time (purging). ``event_recipients``: by
-  (user, event) — a user's events after an id, in order (``WITHOUT ROWID``); a purge deletes a
-  range of it per recipient. ``event_log`` holds the one ``floor`` row.
 * Email (``sqlite_email.py``): ``email_tokens`` by hash, by (user, purpose), by expiry;
   ``send_slots`` by key; ``outbox`` by id, pending ones by due time (the claim), finished ones by
   finish time (purging), by (recipient, created); ``presence`` by user, offline users by
@@ -32,6 +28,13 @@ Every hot query has an index (checked by ``scripts/bench_store`` with EXPLAIN QU
   as the largest key), by creation time (trimming), by (stream, source) where a fan-out copy
   has one (unique: a repeated fan-out is a no-op), incomplete fan-outs by (stream, offset)
   (partial: only those); ``stream_floors`` by stream; ``store_meta`` by key (the stream epoch).
+  A user's newest marker copy of a chat is the last of the (stream, source) index's entries for
+  that chat; a user's streamed chats are found through ``chat_members`` (``streamed`` filters).
+  A chat log's entry of a message seq, and its largest message seq, by (stream, message_seq)
+  (partial unique: only entries with a message seq).
+
+The former global event log (``events``, ``event_recipients``, ``event_log``: the third step)
+is dropped again by the last step; real-time events live only in the streams.
 """
 
 from __future__ import annotations
@@ -270,6 +273,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         CREATE INDEX stream_entries_fanout_pending
         ON stream_entries (stream, offset) WHERE recipients IS NOT NULL
         """,
+    ),
+    # large chats get their own stream (docs/REALTIME_STREAMS.md): a chat's streamed flag; a
+    # user entry that is a marker copy; a chat-log entry whose (pending) copies are markers
+    (
+        "ALTER TABLE chats ADD COLUMN streamed INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE stream_entries ADD COLUMN marker INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE stream_entries ADD COLUMN marker_fan_out INTEGER NOT NULL DEFAULT 0",
+    ),
+    # a message's event once per chat log (docs/REALTIME_STREAMS.md): a chat-log entry's
+    # message seq (NULL for other events and entries), unique per chat log
+    (
+        "ALTER TABLE stream_entries ADD COLUMN message_seq INTEGER",
+        """
+        CREATE UNIQUE INDEX stream_entries_message_seq
+        ON stream_entries (stream, message_seq) WHERE message_seq IS NOT NULL
+        """,
+    ),
+    # the global event log is replaced by the streams: its tables go, with its index
+    # (events_created_at) and its sqlite_sequence row (both dropped with the table)
+    (
+        "DROP TABLE IF EXISTS event_recipients",
+        "DROP TABLE IF EXISTS events",
+        "DROP TABLE IF EXISTS event_log",
     ),
 )
 

@@ -12,7 +12,9 @@ worker thread through ``_run``.
 * ``trim_streams``, in one transaction: per stream, the largest offset created before the
   cutoff raises the stream's row in ``stream_floors`` (never lowers it), then the entries at or
   below it are deleted except the stream's newest, which stays: the head is always the largest
-  stored offset, so the next append continues at head + 1.
+  stored offset, so the next append continues at head + 1. A chat log's entry of its largest
+  message seq stays too (one lookup of ``stream_entries_message_seq``), so
+  ``last_message_event_seq`` is always that index's last entry for the chat log.
 * ``stream_bounds`` is one statement for the whole list (``json_each``), each stream's head and
   floor a lookup of one index entry.
 * ``append_chat_event`` is one transaction: the chat-log entry (with its recipients, marking
@@ -22,6 +24,21 @@ worker thread through ``_run``.
   ``stream_entries_source``), then the recipients cleared (complete). Its steps,
   ``append_chat_log`` and ``fan_out_entry``, are each a transaction of their own too, so a test
   can stop between them like a writer that died; ``complete_fanouts`` finishes such entries.
+  With ``markers`` (a streamed chat's entry) it is the same with the markers as recipients:
+  the chat-log entry also has ``marker_fan_out`` set (so a completer writes marker copies too),
+  and each copy has ``marker`` set. ``latest_marker`` is the last entry of the index
+  ``stream_entries_source`` for (user stream, chat) that is a marker.
+  With ``message_seq`` the chat-log entry stores it in ``message_seq``; the transaction first
+  looks the seq up in the partial unique index ``stream_entries_message_seq`` and, when the
+  chat log has it, writes nothing and returns that entry (``existed``), after completing the
+  chat's incomplete entries up to it. ``BEGIN IMMEDIATE`` excludes every other writer between
+  the lookup and the insert, so the check is exact; the index is the backstop.
+* ``append_chat_events`` (and so ``append_chat_event``, its batch of one) is one transaction
+  for the whole batch: each event as above, in order. Only entries at or below the chat log's
+  head at the start can be incomplete (every entry the batch writes is complete before the
+  commit), so those are completed once, before the first event that needs it (the first
+  fan-out, or a message seq already in the chat log), not again per event. One ``BEGIN
+  IMMEDIATE`` and one commit (one fsync) per batch, however many events.
 * The epoch is made by the schema step that creates ``store_meta`` (one process runs it, in its
   write transaction) and read once per store object.
 
@@ -38,14 +55,17 @@ from typing import Any
 import orjson
 
 from messenger.clock import from_millis, to_millis, utcnow
-from messenger.models import ChatEventWrite, StreamEntry
+from messenger.models import ChatEvent, ChatEventWrite, StreamEntry
 from messenger.store.errors import StoreError
 from messenger.store.sqlite_parts import Row, write_transaction
 from messenger.store.streams import (
     EPOCH_KEY,
+    CheckedChatEvent,
     chat_log_key,
+    check_message_seq,
     check_stream,
     check_streams,
+    fan_out_targets,
     recipient_keys,
 )
 
@@ -55,16 +75,27 @@ SQL_INSERT_STREAM_ENTRY = """
     INSERT INTO stream_entries (stream, offset, payload, created_at) VALUES (?, ?, ?, ?)
 """
 SQL_READ_STREAM = """
-    SELECT stream, offset, payload, created_at, source_chat, source_offset FROM stream_entries
-    WHERE stream = ? AND offset > ? ORDER BY offset LIMIT ?
+    SELECT stream, offset, payload, created_at, source_chat, source_offset, marker
+    FROM stream_entries WHERE stream = ? AND offset > ? ORDER BY offset LIMIT ?
 """
 SQL_INSERT_CHAT_LOG_ENTRY = """
-    INSERT INTO stream_entries (stream, offset, payload, created_at, recipients)
-    VALUES (?, ?, ?, ?, ?)
+    INSERT INTO stream_entries
+        (stream, offset, payload, created_at, recipients, marker_fan_out, message_seq)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+SQL_MESSAGE_EVENT_OFFSET = """
+    SELECT offset FROM stream_entries
+    WHERE stream = ? AND message_seq = ? AND message_seq IS NOT NULL
+"""
+# INDEXED BY: one step down the chat log's message seqs, never the chat's whole log.
+SQL_LAST_MESSAGE_EVENT = """
+    SELECT offset, message_seq FROM stream_entries INDEXED BY stream_entries_message_seq
+    WHERE stream = ? AND message_seq IS NOT NULL ORDER BY message_seq DESC LIMIT 1
 """
 SQL_INSERT_FANOUT_ENTRY = """
-    INSERT INTO stream_entries (stream, offset, payload, created_at, source_chat, source_offset)
-    VALUES (?, ?, ?, ?, ?, ?)
+    INSERT INTO stream_entries
+        (stream, offset, payload, created_at, source_chat, source_offset, marker)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 SQL_SOURCE_OFFSET = """
     SELECT offset FROM stream_entries
@@ -72,7 +103,8 @@ SQL_SOURCE_OFFSET = """
 """
 # INDEXED BY: only the incomplete entries, never the chat's whole log.
 SQL_PENDING_FANOUTS = """
-    SELECT offset, payload, recipients FROM stream_entries INDEXED BY stream_entries_fanout_pending
+    SELECT offset, payload, recipients, marker_fan_out
+    FROM stream_entries INDEXED BY stream_entries_fanout_pending
     WHERE stream = ? AND offset <= ? AND recipients IS NOT NULL ORDER BY offset
 """
 SQL_MARK_FANNED = "UPDATE stream_entries SET recipients = NULL WHERE stream = ? AND offset = ?"
@@ -98,7 +130,16 @@ SQL_RAISE_STREAM_FLOOR = """
     ON CONFLICT (stream) DO UPDATE SET floor = max(floor, excluded.floor)
 """
 SQL_TRIM_STREAM = "DELETE FROM stream_entries WHERE stream = ? AND offset <= ?"
+SQL_TRIM_STREAM_KEEPING = """
+    DELETE FROM stream_entries WHERE stream = ? AND offset <= ? AND offset != ?
+"""
 SQL_STREAM_EPOCH = "SELECT value FROM store_meta WHERE key = ?"
+# INDEXED BY: the chat's copies in the user stream, newest first, not the whole stream.
+SQL_LATEST_MARKER = """
+    SELECT offset, source_offset FROM stream_entries INDEXED BY stream_entries_source
+    WHERE stream = ? AND source_chat = ? AND source_chat IS NOT NULL AND marker = 1
+    ORDER BY source_offset DESC LIMIT 1
+"""
 
 
 class SQLiteStreamsMixin:
@@ -166,63 +207,123 @@ class SQLiteStreamsMixin:
                 conn.executemany(SQL_RAISE_STREAM_FLOOR, newest_old)  # before any delete
                 for stream, floor in newest_old:
                     [(head,)] = conn.execute(SQL_STREAM_HEAD, (stream,)).fetchall()
-                    # The newest entry stays: the head is read from the entries.
-                    deleted += conn.execute(
-                        SQL_TRIM_STREAM, (stream, min(floor, head - 1))
-                    ).rowcount
+                    # The newest entry stays: the head is read from the entries. So does a
+                    # chat log's entry of its largest message seq.
+                    through = min(floor, head - 1)
+                    keep = conn.execute(SQL_LAST_MESSAGE_EVENT, (stream,)).fetchone()
+                    if keep is not None and keep[0] <= through:
+                        trimmed = conn.execute(SQL_TRIM_STREAM_KEEPING, (stream, through, keep[0]))
+                    else:
+                        trimmed = conn.execute(SQL_TRIM_STREAM, (stream, through))
+                    deleted += trimmed.rowcount
             return deleted
 
         return await self._run(op)
 
-
     # -- fan-out of a chat's events (docs/REALTIME_STREAMS.md) ---------------------------------
-    async def append_chat_event(
-        self, chat_id: str, payload: bytes, recipients: Sequence[str] | None
-    ) -> ChatEventWrite:
-        """See ``Store.append_chat_event`` and the module docstring: one transaction."""
+    async def append_chat_events(
+        self, chat_id: str, events: Sequence[ChatEvent]
+    ) -> list[ChatEventWrite]:
+        """See ``Store.append_chat_events`` and the module docstring: the whole batch in one
+        transaction, every event checked before it."""
         log = chat_log_key(chat_id)
-        users = None if recipients is None else recipient_keys(recipients)
-        body = bytes(payload)
+        planned = [CheckedChatEvent.of(event) for event in events]
+        if not planned:
+            return []
 
-        def op(conn: sqlite3.Connection) -> ChatEventWrite:
+        def op(conn: sqlite3.Connection) -> list[ChatEventWrite]:
             with write_transaction(conn):
-                chat_offset = _log_entry(conn, log, body, users)
-                if users is None:
-                    return ChatEventWrite(chat_offset, {})
-                _complete_pending(conn, log, chat_offset - 1)
-                user_offsets = _fan_out(conn, chat_id, chat_offset, body, users)
-                conn.execute(SQL_MARK_FANNED, (log, chat_offset))
-            return ChatEventWrite(chat_offset, user_offsets)
+                # Only entries at or below the head as it is now can be incomplete: each one
+                # written below is complete before the transaction ends.
+                [(head,)] = conn.execute(SQL_STREAM_HEAD, (log,)).fetchall()
+                completed = 0  # the chat's incomplete entries are completed up to here
+                writes: list[ChatEventWrite] = []
+                for event in planned:
+                    existing = _message_event(conn, log, event.message_seq)
+                    if existing is not None:  # left incomplete only by a writer that stopped
+                        if min(existing, head) > completed:
+                            _complete_pending(conn, log, existing)
+                            completed = min(existing, head)
+                        writes.append(ChatEventWrite(existing, {}, existed=True))
+                        continue
+                    chat_offset = _log_entry(
+                        conn, log, event.payload, event.users, event.marker, event.message_seq
+                    )
+                    if event.users is None:
+                        writes.append(ChatEventWrite(chat_offset, {}))
+                        continue
+                    if min(chat_offset - 1, head) > completed:
+                        _complete_pending(conn, log, chat_offset - 1)
+                        completed = min(chat_offset - 1, head)
+                    user_offsets = _fan_out(
+                        conn, chat_id, chat_offset, event.payload, event.users, event.marker
+                    )
+                    conn.execute(SQL_MARK_FANNED, (log, chat_offset))
+                    writes.append(ChatEventWrite(chat_offset, user_offsets))
+            return writes
 
         return await self._run(op)
 
     async def append_chat_log(
-        self, chat_id: str, payload: bytes, recipients: Sequence[str] | None
+        self,
+        chat_id: str,
+        payload: bytes,
+        recipients: Sequence[str] | None,
+        markers: Sequence[str] = (),
+        *,
+        message_seq: int | None = None,
     ) -> int:
         """The first step of ``append_chat_event`` alone: the chat-log entry (its fan-out
-        incomplete when there are recipients); its chat offset."""
+        incomplete when there are recipients or markers); its chat offset (with
+        ``message_seq`` already in the chat log: that entry's, and nothing is written)."""
         log = chat_log_key(chat_id)
-        users = None if recipients is None else recipient_keys(recipients)
+        users, marker = fan_out_targets(recipients, markers)
+        seq = check_message_seq(message_seq)
 
         def op(conn: sqlite3.Connection) -> int:
             with write_transaction(conn):
-                return _log_entry(conn, log, bytes(payload), users)
+                existing = _message_event(conn, log, seq)
+                if existing is not None:
+                    return existing
+                return _log_entry(conn, log, bytes(payload), users, marker, seq)
 
         return await self._run(op)
 
+    async def last_message_event_seq(self, chat_id: str) -> int:
+        """See ``Store.last_message_event_seq``: the last entry of the chat log's part of the
+        index ``stream_entries_message_seq`` (trims keep that entry)."""
+        log = chat_log_key(chat_id)
+        row = await self._run(lambda conn: conn.execute(SQL_LAST_MESSAGE_EVENT, (log,)).fetchone())
+        return 0 if row is None else int(row[1])
+
     async def fan_out_entry(
-        self, chat_id: str, chat_offset: int, payload: bytes, recipients: Sequence[str]
+        self,
+        chat_id: str,
+        chat_offset: int,
+        payload: bytes,
+        recipients: Sequence[str],
+        *,
+        marker: bool = False,
     ) -> dict[str, int]:
-        """The fan-out step of ``append_chat_event`` alone, to the given recipients, without
-        marking the chat-log entry complete: each recipient's offset (idempotent)."""
+        """The fan-out step of ``append_chat_event`` alone, to the given recipients (marker
+        copies with ``marker``), without marking the chat-log entry complete: each
+        recipient's offset (idempotent)."""
         users = recipient_keys(recipients)
         chat_log_key(chat_id)
 
         def op(conn: sqlite3.Connection) -> dict[str, int]:
             with write_transaction(conn):
-                return _fan_out(conn, chat_id, chat_offset, bytes(payload), users)
+                return _fan_out(conn, chat_id, chat_offset, bytes(payload), users, marker)
 
         return await self._run(op)
+
+    async def latest_marker(self, user_id: str, chat_id: str) -> tuple[int, int] | None:
+        """See ``Store.latest_marker``: one step down the index ``stream_entries_source``
+        (further only past the chat's copies that are not markers)."""
+        row = await self._run(
+            lambda conn: conn.execute(SQL_LATEST_MARKER, (f"u:{user_id}", chat_id)).fetchone()
+        )
+        return None if row is None else (row[0], row[1])
 
     async def complete_fanouts(self, created_before: datetime) -> int:
         """See ``Store.complete_fanouts``: one transaction, oldest chat first."""
@@ -237,21 +338,36 @@ class SQLiteStreamsMixin:
 
 
 def _log_entry(
-    conn: sqlite3.Connection, log: str, payload: bytes, users: dict[str, str] | None
+    conn: sqlite3.Connection, log: str, payload: bytes, users: dict[str, str] | None,
+    marker: bool, message_seq: int | None,
 ) -> int:
-    """Insert the chat-log entry at the head + 1 (inside the caller's transaction)."""
+    """Insert the chat-log entry at the head + 1 (inside the caller's transaction), pending
+    with ``users`` (their copies markers with ``marker``) when there are any, with its
+    ``message_seq`` (the caller checked it is not in the chat log yet)."""
     [(head,)] = conn.execute(SQL_STREAM_HEAD, (log,)).fetchall()
     pending = orjson.dumps(list(users)).decode() if users else None
-    conn.execute(SQL_INSERT_CHAT_LOG_ENTRY, (log, head + 1, payload, to_millis(utcnow()), pending))
+    conn.execute(
+        SQL_INSERT_CHAT_LOG_ENTRY,
+        (log, head + 1, payload, to_millis(utcnow()), pending, int(bool(pending) and marker),
+         message_seq),
+    )
     return head + 1
+
+
+def _message_event(conn: sqlite3.Connection, log: str, message_seq: int | None) -> int | None:
+    """The chat offset of the chat log's entry of ``message_seq`` (None: none, or no seq)."""
+    if message_seq is None:
+        return None
+    row = conn.execute(SQL_MESSAGE_EVENT_OFFSET, (log, message_seq)).fetchone()
+    return None if row is None else int(row[0])
 
 
 def _fan_out(
     conn: sqlite3.Connection, chat_id: str, chat_offset: int, payload: bytes,
-    users: dict[str, str],
+    users: dict[str, str], marker: bool,
 ) -> dict[str, int]:
-    """One entry per user with source ``(chat_id, chat_offset)``, or the offset its source
-    already took in that user's stream."""
+    """One entry per user with source ``(chat_id, chat_offset)`` (a marker copy with
+    ``marker``), or the offset its source already took in that user's stream."""
     now_ms = to_millis(utcnow())
     offsets: dict[str, int] = {}
     for user_id, stream in users.items():
@@ -261,7 +377,8 @@ def _fan_out(
             continue
         [(head,)] = conn.execute(SQL_STREAM_HEAD, (stream,)).fetchall()
         conn.execute(
-            SQL_INSERT_FANOUT_ENTRY, (stream, head + 1, payload, now_ms, chat_id, chat_offset)
+            SQL_INSERT_FANOUT_ENTRY,
+            (stream, head + 1, payload, now_ms, chat_id, chat_offset, int(marker)),
         )
         offsets[user_id] = head + 1
     return offsets
@@ -271,14 +388,16 @@ def _complete_pending(conn: sqlite3.Connection, log: str, through: int) -> int:
     """Complete the chat's incomplete entries up to chat offset ``through``, in order."""
     chat_id = log[2:]
     pending = conn.execute(SQL_PENDING_FANOUTS, (log, through)).fetchall()
-    for chat_offset, payload, recipients in pending:
+    for chat_offset, payload, recipients, marker in pending:
         users = recipient_keys(orjson.loads(recipients))
-        _fan_out(conn, chat_id, chat_offset, bytes(payload), users)
+        _fan_out(conn, chat_id, chat_offset, bytes(payload), users, bool(marker))
         conn.execute(SQL_MARK_FANNED, (log, chat_offset))
     return len(pending)
 
 
 def _entry(row: Row) -> StreamEntry:
-    stream, offset, payload, created_ms, source_chat, source_offset = row
+    stream, offset, payload, created_ms, source_chat, source_offset, marker = row
     source = None if source_chat is None else (source_chat, source_offset)
-    return StreamEntry(stream, offset, bytes(payload), from_millis(created_ms), source)
+    return StreamEntry(
+        stream, offset, bytes(payload), from_millis(created_ms), source, bool(marker)
+    )

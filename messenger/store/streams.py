@@ -1,6 +1,7 @@
 """What the adapters share for streams (``Store.append_stream`` and friends): the key format,
-the epoch's shape, the bound on append retries, and the per-process head cache (MongoDB's;
-SQLite reads the head inside its write transaction instead).
+the check of a chat-log entry's message seq, the epoch's shape, the bound on append retries,
+and the per-process head cache (MongoDB's; SQLite reads the head inside its write transaction
+instead).
 
 A stream is ``u:<user id>`` (a user's stream) or ``c:<chat id>`` (a chat's log: the stream of a
 large chat, and the source of truth of a small chat's fan-out to its members' user streams);
@@ -12,7 +13,9 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from messenger.models import ChatEvent
 from messenger.store.errors import StoreError
 
 #: The whole key must match (``fullmatch``): ``u:`` or ``c:`` and a 24-hex-digit id.
@@ -53,6 +56,48 @@ def recipient_keys(recipients: Iterable[object]) -> dict[str, str]:
             raise StoreError(f"malformed recipient id: {user_id!r}")
         keys[user_id] = check_stream(f"u:{user_id}")
     return keys
+
+
+def fan_out_targets(
+    recipients: Iterable[object] | None, markers: Iterable[object]
+) -> tuple[dict[str, str] | None, bool]:
+    """Where a chat event's copies go (``Store.append_chat_event``): ``(keys, marker)``, the
+    recipients' ``recipient_keys`` and False, or, with ``recipients`` None, the markers' keys
+    and True (keys None when there are no markers: the chat-log entry alone). Recipients and
+    markers together, or a malformed id, raise ``StoreError``."""
+    wanted = list(markers)
+    if recipients is not None:
+        if wanted:
+            raise StoreError("a chat event has recipients or markers, not both")
+        return recipient_keys(recipients), False
+    return (recipient_keys(wanted), True) if wanted else (None, False)
+
+
+def check_message_seq(message_seq: object) -> int | None:
+    """``message_seq`` if it is None or a message seq (an int >= 1, not a bool); anything else
+    is a caller's bug (``StoreError``)."""
+    if message_seq is None:
+        return None
+    if isinstance(message_seq, bool) or not isinstance(message_seq, int) or message_seq < 1:
+        raise StoreError(f"malformed message seq: {message_seq!r}")
+    return message_seq
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedChatEvent:
+    """A ``ChatEvent`` of ``Store.append_chat_events``, checked (``fan_out_targets``,
+    ``check_message_seq``; ``StoreError`` otherwise): its payload, the user streams its copies
+    go to (None: the chat-log entry alone), whether they are markers, its message seq."""
+
+    payload: bytes
+    users: dict[str, str] | None
+    marker: bool
+    message_seq: int | None
+
+    @classmethod
+    def of(cls, event: ChatEvent) -> CheckedChatEvent:
+        users, marker = fan_out_targets(event.recipients, event.markers)
+        return cls(bytes(event.payload), users, marker, check_message_seq(event.message_seq))
 
 
 def new_epoch() -> str:

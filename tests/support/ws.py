@@ -22,7 +22,7 @@ class WsClient:
         self.closed = False
 
     @classmethod
-    async def connect(cls, base_url: str, token: str, *, last_event_id: int | None = None,
+    async def connect(cls, base_url: str, token: str, *, last_event_id: str | None = None,
                       headers: dict[str, str] | None = None) -> WsClient:
         url = base_url.replace("http://", "ws://", 1) + f"/ws?token={token}"
         if last_event_id is not None:
@@ -80,8 +80,9 @@ class WsClient:
                 f.get("ref") == ref or f.get("client_msg_id") == ref), timeout)
 
     @property
-    def last_event_id(self) -> int:
-        return max((f["event_id"] for f in self.frames), default=0)
+    def last_event_id(self) -> str:
+        """The cursor of the last frame received (every frame carries the session's cursor)."""
+        return self.frames[-1]["event_id"]
 
     def close(self) -> None:
         self.conn.close()

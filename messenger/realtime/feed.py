@@ -1,0 +1,411 @@
+"""A session's feed: the stored events of the streams it follows, in order, once, then live.
+
+One ``Feed`` per WebSocket session or long poll. It follows the user's stream ``u:<user>``
+and the stream ``c:<chat>`` of each large chat the user is in (docs/REALTIME_STREAMS.md), with
+one ``StreamCursor`` per stream. Events reach it live from the node (the broker, at most once,
+possibly out of order across writers) and from the store (catch-up after a resume, and gap
+fills); the cursor decides: the next offset is delivered, a repeat is dropped, an event past a
+gap is held, and ``STREAM_GAP_HOLD_SECONDS`` after the first held event arrived the missing
+offsets are read from the store — which has every one of them, because offsets have no holes.
+
+Rules on the user stream (each entry is delivered or skipped, and the cursor moves past it):
+
+* a *marker* copy (``source`` chat, ``source_offset`` n): the chat became large, or the user
+  joined a large chat, at chat offset n: the feed starts following ``c:<chat>`` after n - 1
+  (if the user is still a member), and delivers nothing for the marker itself;
+* a fan-out copy from a chat whose stream the feed follows: skipped (it comes through the
+  chat's stream, which has every event of the chat in order);
+* anything else: delivered.
+
+On a chat stream, a ``member_removed`` of the feed's own user is delivered and then the feed
+stops following that chat (unless the user was added back: then it follows on from the marker
+of that addition).
+
+Frames: the stored payload with ``"event_id"`` first, whose value is the session's cursor
+(``ResumeCursor``) *after* that event; the sending session gets the ``ack`` payload instead.
+Everything a feed writes goes to its ``Outlet`` in order: while a catch-up or fill is running,
+through a queue that the fill task writes paced (waiting for the socket to drain), else at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import orjson
+
+from messenger.realtime.broker import HistoryTrimmed, Publication
+from messenger.realtime.cursor import StreamCursor, Verdict
+from messenger.realtime.resume import ResumeCursor, encode_cursor
+
+log = logging.getLogger("messenger.realtime.feed")
+
+#: Entries read from the store per round trip during a catch-up or gap fill.
+FILL_PAGE = 500
+_REMOVED = b'{"type":"member_removed"'
+
+
+class Outlet(Protocol):
+    """Where a feed's frames go (a WebSocket session, or a long poll collecting them)."""
+
+    session_id: str
+
+    def write_frames(self, frames: list[bytes]) -> None:
+        """Write JSON frames at once, in order."""
+
+    async def write_paced(self, frames: list[bytes]) -> None:
+        """Write JSON frames in order at the pace the client reads them."""
+
+    def resync(self, cursor: str) -> None:
+        """The position cannot be served: tell the client (``resync_required``)."""
+
+
+class FeedHost(Protocol):
+    """What a feed needs from its node."""
+
+    hold: float
+
+    async def follow(self, stream: str, feed: Feed) -> None: ...
+
+    async def unfollow(self, stream: str, feed: Feed) -> None: ...
+
+    async def epoch(self) -> str: ...
+
+    async def bounds(self, streams: list[str]) -> dict[str, tuple[int, int]]: ...
+
+    async def history(self, stream: str, after: int, limit: int) -> list[Publication]: ...
+
+    async def large_chats(self, user_id: str, user_offset: int) -> list[str]:
+        """Large chats whose stream a fresh feed at ``user_offset`` of the user's stream
+        follows: those whose newest marker for the user is at or below that offset."""
+        ...
+
+    async def is_member(self, chat_id: str, user_id: str) -> bool: ...
+
+    async def rejoined_at(self, chat_id: str, user_id: str, after: int) -> int | None:
+        """The chat offset of the user's newest marker of the chat if it is above ``after``."""
+        ...
+
+
+class Feed:
+    def __init__(self, host: FeedHost, user_id: str, outlet: Outlet,
+                 resume_max: int = 10_000, max_frames: int | None = None) -> None:
+        self.host = host
+        self.user_id = user_id
+        self.user_stream = f"u:{user_id}"
+        self.outlet = outlet
+        self.resume_max = resume_max
+        self.max_frames = max_frames  # a long poll: stop catching up after this many
+        self.epoch = ""
+        self.cursors: dict[str, StreamCursor[Publication]] = {}
+        self.delivered: dict[str, int] = {}  # stream: last offset the client was given
+        self.closed = False
+        self.frames_written = 0
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._live: list[bytes] = []  # frames to write at the end of this loop turn
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._jobs: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        self._followed: set[str] = set()
+        self._leaving: set[str] = set()  # chat streams of a removal being handled
+        self._restarting = False
+        self.page = FILL_PAGE if max_frames is None else max(1, min(FILL_PAGE, max_frames))
+        self.on_frames: Callable[[], None] | None = None  # a long poll's wake-up
+
+    # -- start and stop -------------------------------------------------------------------------
+    async def start(self, resume: ResumeCursor | None) -> tuple[str, bool]:
+        """Follow the streams from ``resume`` (or from now); returns the cursor to announce in
+        ``ready`` and whether ``resume`` could not be served (then the feed starts from now
+        and the caller says ``resync_required``). Nothing is written to the outlet before
+        this returns: the catch-up runs as a task after it."""
+        self.epoch = await self.host.epoch()
+        await self._follow(self.user_stream)  # subscribe first, then read positions
+        streams = None if resume is None else await self._resumable(resume)
+        resynced = resume is not None and streams is None
+        if streams is None:
+            streams = await self._now()
+        for stream in streams:
+            await self._follow(stream)
+        for stream, offset in streams.items():  # no await from here: live offers wait
+            self._set_cursor(stream, offset)
+        self._kick(self._catch_up)
+        return self.cursor_text(), resynced
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        for stream in list(self._followed):
+            await self._unfollow(stream)
+
+    async def _now(self) -> dict[str, int]:
+        """Positions of a fresh feed: the head of each stream it follows."""
+        user_head = (await self.host.bounds([self.user_stream]))[self.user_stream][1]
+        chats = [f"c:{chat}" for chat in await self.host.large_chats(self.user_id, user_head)]
+        for stream in chats:
+            await self._follow(stream)  # before reading its head
+        heads = await self.host.bounds(chats) if chats else {}
+        return {self.user_stream: user_head, **{s: heads[s][1] for s in chats}}
+
+    async def _resumable(self, resume: ResumeCursor) -> dict[str, int] | None:
+        """The cursor's positions if every one can be served from the store, else None."""
+        if resume.epoch != self.epoch:
+            return None
+        streams = {self.user_stream: resume.user_offset}
+        for chat, offset in resume.chats.items():
+            if await self.host.is_member(chat, self.user_id):
+                streams[f"c:{chat}"] = offset
+        bounds = await self.host.bounds(list(streams))
+        behind = 0
+        for stream, offset in streams.items():
+            floor, head = bounds[stream]
+            if offset < floor or offset > head:
+                return None
+            behind += head - offset
+        return streams if behind <= self.resume_max or self.max_frames else None
+
+    def _set_cursor(self, stream: str, offset: int) -> None:
+        self.cursors[stream] = StreamCursor(self.epoch, offset, hold=self.host.hold)
+        self.delivered[stream] = offset
+
+    async def _follow(self, stream: str) -> None:
+        if stream not in self._followed:
+            self._followed.add(stream)
+            await self.host.follow(stream, self)
+
+    async def _unfollow(self, stream: str) -> None:
+        if stream in self._followed:
+            self._followed.discard(stream)
+            await self.host.unfollow(stream, self)
+
+    async def settled(self) -> None:
+        """Return once the catch-up, fills and follows asked for so far are done."""
+        while self._task is not None and not self.closed:
+            await asyncio.wait([self._task])
+
+    def recheck(self) -> None:
+        """Publications may have been lost (the broker reconnected): read every stream on."""
+        self._kick(self._catch_up)
+
+    # -- the cursor --------------------------------------------------------------------------
+    def cursor_text(self) -> str:
+        delivered = self.delivered
+        if len(delivered) == 1:
+            return encode_cursor(self.epoch, delivered[self.user_stream], {})
+        return encode_cursor(self.epoch, delivered.get(self.user_stream, 0),
+                             {s[2:]: o for s, o in delivered.items() if s[0] == "c"})
+
+    # -- live ----------------------------------------------------------------------------------
+    def offer(self, pub: Publication) -> None:
+        """A publication from the node (live)."""
+        if self.closed:
+            return
+        if pub.offset == 0:  # ephemeral: about now, no position; not to the user it is about
+            if pub.source != self.user_id and self.cursors:
+                self._emit([self._frame(pub, self.cursor_text())])
+            return
+        cursor = self.cursors.get(pub.stream)
+        if cursor is None:
+            return  # followed a moment ago, its position not read yet: the catch-up has it
+        verdict = cursor.accept(pub.epoch, pub.offset, pub, time.monotonic())
+        if verdict is Verdict.DELIVER:
+            self._emit(self._take(pub.stream, cursor))
+        elif verdict is Verdict.GAP:
+            self._arm_timer()
+        elif verdict is Verdict.RESYNC and not self._restarting:
+            self._restarting = True
+            self._kick(self._restart)
+
+    def _take(self, stream: str, cursor: StreamCursor[Publication]) -> list[bytes]:
+        frames: list[bytes] = []
+        for offset, pub in cursor.take_ready():
+            self.delivered[stream] = offset
+            if stream == self.user_stream:
+                if pub.marker:
+                    chat_stream = f"c:{pub.source}"
+                    if chat_stream not in self.cursors:
+                        # From now on the chat's copies here are skipped; its stream is read
+                        # from the store after the marker's chat offset, then live.
+                        self._set_cursor(chat_stream, pub.source_offset - 1)
+                        self._jobs.append(lambda s=chat_stream: self._follow_chat(s))
+                    continue
+                if pub.source and f"c:{pub.source}" in self.cursors:
+                    continue
+            elif stream in self._leaving:
+                continue
+            elif pub.payload.startswith(_REMOVED) and self._removes_me(pub):
+                frames.append(self._frame(pub, self.cursor_text()))
+                self._leaving.add(stream)
+                self._jobs.append(lambda s=stream, o=offset: self._left_chat(s, o))
+                continue
+            frames.append(self._frame(pub, self.cursor_text()))
+        if self._jobs:
+            self._kick(None)
+        return frames
+
+    def _removes_me(self, pub: Publication) -> bool:
+        try:
+            return orjson.loads(pub.payload).get("user_id") == self.user_id
+        except ValueError:
+            return False
+
+    def _frame(self, pub: Publication, cursor: str) -> bytes:
+        payload = pub.ack if pub.ack is not None and pub.origin == self.outlet.session_id \
+            else pub.payload
+        return b'{"event_id":"%s",%s' % (cursor.encode(), payload[1:])
+
+    def _emit(self, frames: list[bytes]) -> None:
+        if not frames:
+            return
+        self.frames_written += len(frames)
+        if self._task is not None:
+            self._queue.extend(frames)
+        else:
+            # Written once per turn of the event loop: the publications the node hands over
+            # in one turn (a batch of sends, several chats) go out in one write per socket.
+            if not self._live:
+                asyncio.get_running_loop().call_soon(self._write_live)
+            self._live.extend(frames)
+        if self.on_frames is not None:
+            self.on_frames()
+
+    def flush(self) -> None:
+        """Write the frames still waiting for the end of this loop turn now."""
+        self._write_live()
+
+    def _write_live(self) -> None:
+        frames, self._live = self._live, []
+        if frames and not self.closed:
+            if self._task is not None:  # a fill started meanwhile: keep the order
+                self._queue.extendleft(reversed(frames))
+            else:
+                self.outlet.write_frames(frames)
+
+    # -- catch-up, gap fills, follows: one task at a time -------------------------------------
+    def _arm_timer(self) -> None:
+        if self._timer is None and not self.closed:
+            self._timer = asyncio.get_running_loop().call_later(self.host.hold, self._hold_over)
+
+    def _hold_over(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        if any(c.fill_due(now) for c in self.cursors.values()):
+            self._kick(self._fill_gaps)
+        elif any(c.held for c in self.cursors.values()):
+            self._arm_timer()
+
+    def _kick(self, job: Callable[[], Awaitable[None]] | None) -> None:
+        if job is not None:
+            self._jobs.append(job)
+        if self._task is None and not self.closed:
+            self._task = asyncio.get_running_loop().create_task(self._run_jobs())
+
+    async def _run_jobs(self) -> None:
+        try:
+            while self._jobs and not self.closed:
+                job = self._jobs.popleft()
+                try:
+                    await job()
+                except HistoryTrimmed:
+                    await self._restart()
+                await self._flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("feed of %s failed; restarting it from now", self.user_id)
+            if not self.closed:
+                self._jobs.clear()
+                self._task = None
+                self._kick(self._restart)
+                return
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+        if self._queue and not self.closed:  # emitted while the last flush awaited
+            self.outlet.write_frames(list(self._queue))
+            self._queue.clear()
+
+    async def _flush(self) -> None:
+        while self._queue and not self.closed:
+            frames = list(self._queue)
+            self._queue.clear()
+            await self.outlet.write_paced(frames)
+
+    async def _catch_up(self) -> None:
+        for stream in list(self.cursors):
+            await self._fill(stream, None)
+
+    async def _fill_gaps(self) -> None:
+        now = time.monotonic()
+        for stream, cursor in list(self.cursors.items()):
+            if cursor.fill_due(now) is not None:
+                await self._fill(stream, cursor.missing()[1])  # type: ignore[index]
+        if any(c.held for c in self.cursors.values()):
+            self._arm_timer()
+
+    async def _fill(self, stream: str, through: int | None) -> None:
+        """Read ``stream`` from the store after the cursor, through ``through`` (None: to the
+        end), accepting each entry as if it had arrived live."""
+        while not self.closed:
+            cursor = self.cursors.get(stream)
+            if cursor is None or (through is not None and cursor.offset >= through):
+                return
+            if self.max_frames is not None and self.frames_written >= self.max_frames:
+                return
+            pubs = await self.host.history(stream, cursor.offset, self.page)
+            if self.cursors.get(stream) is not cursor:
+                return
+            now = time.monotonic()
+            for pub in pubs:
+                if cursor.accept(pub.epoch, pub.offset, pub, now) is Verdict.RESYNC:
+                    raise HistoryTrimmed(f"{stream}: epoch changed")
+            self._emit(self._take(stream, cursor))
+            await self._flush()
+            if len(pubs) < self.page:
+                return
+
+    async def _follow_chat(self, stream: str) -> None:
+        """After a marker: subscribe to the chat's stream, then read it from the marker on
+        (nothing is followed for a user who is no longer a member)."""
+        if stream not in self.cursors:
+            return
+        if not await self.host.is_member(stream[2:], self.user_id):
+            self.cursors.pop(stream, None)
+            self.delivered.pop(stream, None)
+            return
+        await self._follow(stream)
+        await self._fill(stream, None)
+
+    async def _left_chat(self, stream: str, offset: int) -> None:
+        """After the user's own ``member_removed`` at ``offset`` of the chat's stream."""
+        self._leaving.discard(stream)
+        rejoined = await self.host.rejoined_at(stream[2:], self.user_id, offset)
+        if rejoined is not None and stream in self.cursors:
+            # Added back later: go on from that addition (the events between are not theirs).
+            self._set_cursor(stream, rejoined - 1)
+            await self._fill(stream, None)
+            return
+        self.cursors.pop(stream, None)
+        self.delivered.pop(stream, None)
+        await self._unfollow(stream)
+
+    async def _restart(self) -> None:
+        """The position broke (trimmed, another epoch, too much held): start from now."""
+        for stream in list(self.cursors):
+            if stream != self.user_stream:
+                await self._unfollow(stream)
+        self.cursors.clear()
+        self.delivered.clear()
+        self._queue.clear()
+        self._live.clear()
+        self.epoch = await self.host.epoch()
+        for stream, offset in (await self._now()).items():
+            self._set_cursor(stream, offset)
+        self._restarting = False
+        self.outlet.resync(self.cursor_text())

@@ -1,0 +1,127 @@
+"""The node: this process's end of the broker, handing each publication to the local feeds of
+its stream (and answering the feeds' questions about streams, chats and history).
+
+A node follows a stream while at least one local feed does: the first ``follow`` subscribes
+with the broker, the last ``unfollow`` unsubscribes, so this process receives only what its
+sessions need. Every publication — this process's own ones too — reaches local feeds through
+``on_publication``, the one path; control messages go to ``on_control`` listeners (the hub
+reloads a chat's members when another process changed them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from messenger.models import Chat
+from messenger.realtime.broker import Broker, ControlMessage, Publication
+from messenger.realtime.feed import Feed
+from messenger.realtime.history import StoreHistory
+
+log = logging.getLogger("messenger.realtime.node")
+
+ControlListener = Callable[[ControlMessage], Awaitable[None]]
+
+
+class MembershipReader(Protocol):
+    """The part of ``Store`` a node reads about chats and markers."""
+
+    async def streamed_chats(self, user_id: str) -> list[str]: ...
+
+    async def latest_marker(self, user_id: str, chat_id: str) -> tuple[int, int] | None: ...
+
+    async def get_chat(self, chat_id: str) -> Chat | None: ...
+
+
+class Node:
+    def __init__(self, broker: Broker, history: StoreHistory, store: MembershipReader,
+                 hold: float) -> None:
+        self.broker = broker
+        self.history_source = history
+        self.store = store
+        self.hold = hold
+        self.feeds: dict[str, set[Feed]] = {}
+        self._control_listeners: list[ControlListener] = []
+
+    async def start(self) -> None:
+        await self.broker.start(self)
+
+    async def close(self) -> None:
+        await self.broker.close()
+        self.feeds.clear()
+
+    def on_control_message(self, listener: ControlListener) -> None:
+        self._control_listeners.append(listener)
+
+    # -- BrokerEventHandler ------------------------------------------------------------------
+    async def on_publication(self, pub: Publication) -> None:
+        feeds = self.feeds.get(pub.stream)
+        if feeds:
+            for feed in list(feeds):
+                try:
+                    feed.offer(pub)
+                except Exception:
+                    log.exception("feed of %s failed on %s offset %d", feed.user_id,
+                                  pub.stream, pub.offset)
+
+    async def on_control(self, msg: ControlMessage) -> None:
+        for listener in self._control_listeners:
+            try:
+                await listener(msg)
+            except Exception:
+                log.exception("control listener failed on %s", msg.kind)
+
+    async def on_connection_lost(self) -> None:
+        log.warning("broker connection lost: feeds fill from the store when it is back")
+
+    async def on_reconnected(self) -> None:
+        """Anything published meanwhile may be lost: every feed reads its streams again."""
+        for feeds in self.feeds.values():
+            for feed in feeds:
+                feed.recheck()
+
+    # -- FeedHost ------------------------------------------------------------------------------
+    async def follow(self, stream: str, feed: Feed) -> None:
+        feeds = self.feeds.setdefault(stream, set())
+        feeds.add(feed)
+        await self.broker.subscribe(stream)
+
+    async def unfollow(self, stream: str, feed: Feed) -> None:
+        feeds = self.feeds.get(stream)
+        if feeds is None or feed not in feeds:
+            return
+        feeds.discard(feed)
+        if not feeds:
+            del self.feeds[stream]
+        try:
+            await self.broker.unsubscribe(stream)
+        except Exception:
+            log.warning("unsubscribing %s failed", stream, exc_info=True)
+
+    async def epoch(self) -> str:
+        return await self.history_source.epoch()
+
+    async def bounds(self, streams: list[str]) -> dict[str, tuple[int, int]]:
+        return await self.history_source.bounds(streams)
+
+    async def history(self, stream: str, after: int, limit: int) -> list[Publication]:
+        return await self.broker.history(stream, after, limit)
+
+    async def large_chats(self, user_id: str, user_offset: int) -> list[str]:
+        chats = []
+        for chat_id in await self.store.streamed_chats(user_id):
+            marker = await self.store.latest_marker(user_id, chat_id)
+            if marker is not None and marker[0] <= user_offset:
+                chats.append(chat_id)
+        return chats
+
+    async def is_member(self, chat_id: str, user_id: str) -> bool:
+        chat = await self.store.get_chat(chat_id)
+        return chat is not None and chat.is_member(user_id)
+
+    async def rejoined_at(self, chat_id: str, user_id: str, after: int) -> int | None:
+        if not await self.is_member(chat_id, user_id):
+            return None
+        marker = await self.store.latest_marker(user_id, chat_id)
+        return marker[1] if marker is not None and marker[1] > after else None

@@ -1,0 +1,190 @@
+"""The one door through which events leave a process: stored first, then published.
+
+* A chat's stored events (``new_message``, ``read``, ``chat_created``, ``members_added``,
+  ``member_removed``) go through ``chat_event``. A chat of at most
+  ``STREAM_FANOUT_MAX_MEMBERS`` members that has never been larger is *fanned out*: the
+  store writes the chat-log entry and one copy per recipient into each ``u:<user>`` stream, and
+  one publication per recipient stream goes to the broker. A larger chat is *streamed*: one
+  entry in ``c:<chat>`` whatever its size, and one publication. The first streamed event of a
+  chat also writes a *marker* into every member's stream, and each later ``members_added``
+  one into the new members' streams: that is how a feed learns to follow the chat's stream, at
+  which chat offset (``messenger/realtime/feed.py``). A chat that was streamed stays streamed.
+* Typing and presence are *ephemeral* (``ephemeral``): not stored, offset 0, best effort.
+
+A publication that fails after the durable write loses nothing: the event is in the store, and
+every feed that follows the stream reads it from there when it sees the next offset or
+reconnects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from messenger.models import Chat, ChatEvent, ChatEventWrite, Message
+from messenger.realtime import frames
+from messenger.realtime.broker import Broker, Publication
+from messenger.realtime.history import StoreHistory
+
+log = logging.getLogger("messenger.realtime.publisher")
+
+#: Missing message events read and written per round trip (``message_event``).
+MISSING_EVENTS_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One event of a chat on its way out."""
+
+    payload: bytes
+    also: Sequence[str] = ()
+    joiners: Sequence[str] = ()
+    origin: str = ""
+    ack: bytes | None = None
+    message_seq: int | None = None
+
+
+class ChatEventStore(Protocol):
+    async def append_chat_events(
+        self, chat_id: str, events: Sequence[ChatEvent]
+    ) -> list[ChatEventWrite]: ...
+
+    async def last_message_event_seq(self, chat_id: str) -> int: ...
+
+    async def messages_in_seq_range(self, chat_id: str, first_seq: int,
+                                    last_seq: int) -> list[Message]: ...
+
+    async def set_chat_streamed(self, chat_id: str) -> None: ...
+
+
+class StreamPublisher:
+    def __init__(self, store: ChatEventStore, broker: Broker, history: StoreHistory,
+                 fanout_max_members: int) -> None:
+        self.store = store
+        self.broker = broker
+        self.history = history
+        self.fanout_max_members = fanout_max_members
+
+    def streamed(self, chat: Chat) -> bool:
+        """Whether the chat's events go to its own stream (it is, or was, large)."""
+        return chat.streamed or len(chat.member_ids) > self.fanout_max_members
+
+    async def chat_event(
+        self, chat: Chat, payload: bytes, *, also: Sequence[str] = (),
+        joiners: Sequence[str] = (),
+    ) -> bool:
+        """Store one event of ``chat`` (not a message's) and publish it. ``also``: users beyond
+        the members who get it (the removed user of ``member_removed``); ``joiners``: members
+        who join with it. Returns whether the chat is streamed from now on."""
+        streamed, _ = await self._write(chat, [_Outgoing(payload, also, joiners)])
+        return streamed
+
+    async def message_events(
+        self, chat: Chat, sent: Sequence[tuple[Message, str]], after_seq: int | None = None,
+    ) -> tuple[bool, set[int]]:
+        """Store and publish the ``new_message`` events of stored messages (with the session
+        that sent each, "" for none), after those of every earlier message of the chat: a
+        chat's message events are in ``seq`` order in its log, whichever process stored each
+        message. ``after_seq``: the seq whose event the caller knows is written (its own
+        previous one); when the messages follow it without a hole, no read is needed. Else
+        the events of earlier messages that are missing — stored by a writer that has not
+        written their events yet, or died — are written here first, from the stored messages.
+        Returns whether the chat is streamed from now on, and the seqs whose event this call
+        wrote (a seq missing there was written first by another writer: its sending session
+        does not get the ``ack`` through the stream)."""
+        if not sent:
+            return self.streamed(chat), set()
+        mine = {message.seq: (message, origin) for message, origin in sorted(
+            sent, key=lambda item: item[0].seq)}
+        first, last = min(mine), max(mine)
+        contiguous = len(mine) == last - first + 1
+        if after_seq is not None and after_seq == first - 1 and contiguous:
+            written = after_seq
+        else:
+            written = await self.store.last_message_event_seq(chat.id)
+        streamed = self.streamed(chat)
+        wrote: set[int] = set()
+        seq = written + 1
+        while seq <= last:  # pages of at most MISSING_EVENTS_PAGE seqs, in order
+            page_end = min(last, seq + MISSING_EVENTS_PAGE - 1)
+            wanted = range(seq, page_end + 1)
+            others = [s for s in wanted if s not in mine]
+            stored = {m.seq: m for m in await self.store.messages_in_seq_range(
+                chat.id, others[0], others[-1])} if others else {}
+            batch: list[_Outgoing] = []
+            for s in wanted:
+                message, origin = mine.get(s) or (stored.get(s), "")
+                if message is None:
+                    continue  # not stored (cannot be: seqs have no gaps); nothing to announce
+                ack = frames.message_sent(message) if origin else None
+                batch.append(_Outgoing(frames.new_message(message), origin=origin, ack=ack,
+                                       message_seq=s))
+            streamed, written_here = await self._write(chat, batch)
+            chat = dataclasses.replace(chat, streamed=True) if streamed else chat
+            wrote.update(s for s in written_here if s in mine)
+            seq = page_end + 1
+        return streamed, wrote
+
+    async def _write(self, chat: Chat, batch: list[_Outgoing]) -> tuple[bool, set[int]]:
+        """Store ``batch`` (events of ``chat``, in order) with one store call, then publish
+        what was written; whether the chat is streamed now, and the message seqs written."""
+        if not batch:
+            return self.streamed(chat), set()
+        if self.streamed(chat) and not chat.streamed:
+            # The switch to the chat's own stream: its first event marks every member.
+            first, *rest = batch
+            _, wrote = await self._write_events(chat, [first], starting=True)
+            await self.store.set_chat_streamed(chat.id)
+            _, more = await self._write(dataclasses.replace(chat, streamed=True), rest)
+            return True, wrote | more
+        return await self._write_events(chat, batch, starting=False)
+
+    async def _write_events(self, chat: Chat, batch: list[_Outgoing],
+                            starting: bool) -> tuple[bool, set[int]]:
+        streamed = self.streamed(chat)
+        if streamed:
+            events = [ChatEvent(o.payload, None, chat.member_ids if starting else o.joiners,
+                                o.message_seq) for o in batch]
+        else:
+            events = [ChatEvent(o.payload, tuple(dict.fromkeys((*chat.member_ids, *o.also))),
+                                (), o.message_seq) for o in batch]
+        writes = await self.store.append_chat_events(chat.id, events)
+        epoch = await self.history.epoch()
+        wrote: set[int] = set()
+        chat_stream = f"c:{chat.id}"
+        for outgoing, write in zip(batch, writes, strict=True):
+            if write.existed:
+                continue
+            if outgoing.message_seq is not None:
+                wrote.add(outgoing.message_seq)
+            if streamed:
+                await self._publish(Publication(chat_stream, write.chat_offset, epoch,
+                                                outgoing.payload, origin=outgoing.origin,
+                                                ack=outgoing.ack))
+            for user_id, offset in write.user_offsets.items():
+                await self._publish(Publication(
+                    f"u:{user_id}", offset, epoch, outgoing.payload, chat.id,
+                    write.chat_offset, streamed, outgoing.origin, outgoing.ack))
+        return streamed, wrote
+
+    async def ephemeral_to_chat(self, chat: Chat, payload: bytes, about: str) -> None:
+        """Typing: to the chat's other members (the chat's stream, or each member's)."""
+        if chat.streamed:
+            await self._publish(Publication(f"c:{chat.id}", 0, "", payload, about))
+            return
+        await self.ephemeral_to_users((m for m in chat.member_ids if m != about), payload, about)
+
+    async def ephemeral_to_users(self, user_ids: Iterable[str], payload: bytes,
+                                 about: str) -> None:
+        for user_id in user_ids:
+            await self._publish(Publication(f"u:{user_id}", 0, "", payload, about))
+
+    async def _publish(self, pub: Publication) -> None:
+        try:
+            await self.broker.publish(pub)
+        except Exception:
+            log.warning("publishing %s offset %d failed (it is stored; feeds will read it)",
+                        pub.stream, pub.offset, exc_info=True)
