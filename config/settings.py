@@ -96,6 +96,7 @@ class Settings:
     presence_grace: float
     presence_max_chat_members: int
     actor_idle_timeout: float
+    gc_full_collection_interval: float
     stream_fanout_max_members: int
     stream_gap_hold: float
     event_retention: float
@@ -474,6 +475,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "presence_grace": _float("PRESENCE_GRACE_SECONDS", 5.0, 0.0, 3600.0)(env),
         "presence_max_chat_members": _int("PRESENCE_MAX_CHAT_MEMBERS", 100, 2, 100_000)(env),
         "actor_idle_timeout": _float("ACTOR_IDLE_SECONDS", 60.0, 0.1, 86_400.0)(env),
+        "gc_full_collection_interval": _float("GC_FULL_COLLECTION_SECONDS", 300.0, 0.0,
+                                              86_400.0)(env),
         "stream_fanout_max_members": _int("STREAM_FANOUT_MAX_MEMBERS", 100, 1, 100_000)(env),
         "stream_gap_hold": _float("STREAM_GAP_HOLD_SECONDS", 0.1, 0.0, 10.0)(env),
         "event_retention": _float("EVENT_RETENTION_SECONDS", 86_400.0, 1.0, 31_536_000.0)(env),

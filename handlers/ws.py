@@ -173,9 +173,11 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         return self.feed.cursor_text() if self.feed is not None else self._ready_cursor
 
     # -- Outlet ------------------------------------------------------------------------------
+    #: The feed gives this outlet WebSocket frames, ready to write.
+    websocket = True
+
     def write_frames(self, batch: list[bytes]) -> None:
-        data = [frames.ws_text_frame(frame) for frame in batch]
-        self._write_raw(data[0] if len(data) == 1 else b"".join(data))
+        self._write_raw(batch[0] if len(batch) == 1 else b"".join(batch))
 
     async def write_paced(self, batch: list[bytes]) -> None:
         """Write missed events at the pace the client reads them (no slow-consumer cut)."""
@@ -184,7 +186,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             if conn is None or self.closed or conn.is_closing():
                 return
             try:
-                conn.stream.write(frames.ws_text_frame(frame))
+                conn.stream.write(frame)
                 if conn.stream.writing():  # the kernel's buffer is full: wait until it drains
                     await conn.stream.write(b"")  # resolves once our buffer is flushed
             except tornado.iostream.StreamClosedError:

@@ -17,6 +17,7 @@ from handlers.ws import HARD_FRAME_FACTOR
 from messenger.capped_counts import CappedCounts
 from messenger.client_address import TrustedProxies
 from messenger.connection_limits import ConnectionLimiter
+from messenger.gc_policy import ScheduledFullCollections
 from messenger.http_server import LimitedHTTPServer
 from messenger.redaction import redact
 from messenger.services import Services
@@ -88,6 +89,7 @@ async def serve(settings: Settings) -> None:
     # Long-lived objects made at start (modules, settings, the app) leave the collector's
     # view; with many sockets open, collections otherwise dominate fan-out time.
     gc.freeze()
+    collections = ScheduledFullCollections(settings.gc_full_collection_interval).start()
     app = MessengerApp(services)
     # Handlers enforce MAX_BODY_BYTES with a JSON 413 (by Content-Length before reading, or as
     # chunks arrive). This ceiling only bounds what Tornado reads of one chunk before that check.
@@ -111,5 +113,6 @@ async def serve(settings: Settings) -> None:
         await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
     except TimeoutError:
         log.warning("connections still open after %.0fs; closing anyway", SHUTDOWN_GRACE_SECONDS)
+    collections.stop()
     await services.close()
     log.info("stopped")

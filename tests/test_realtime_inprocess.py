@@ -151,7 +151,8 @@ async def test_a_chat_that_grows_large_switches_to_its_own_stream_without_a_gap(
         owner.id, ChatType.GROUP, [o.id for o in others[:FANOUT_MAX - 1]], "t")
     chat = view.chat
     small = [p.id for p in people[:FANOUT_MAX]]
-    outlets = {p.id: (await session(hub, p))[1] for p in people}
+    sessions = {p.id: await session(hub, p) for p in people}
+    outlets = {user_id: outlet for user_id, (_, outlet) in sessions.items()}
     for i in range(5):
         await hub.send(owner.id, chat.id, f"small {i}", None)
     await services.chats.add_members(owner.id, chat.id, [p.id for p in others[FANOUT_MAX - 1:]])
@@ -161,6 +162,11 @@ async def test_a_chat_that_grows_large_switches_to_its_own_stream_without_a_gap(
         expected = list(range(1, 11)) if user_id in small else list(range(6, 11))
         await outlet.wait_for("new_message", len(expected))
         assert outlet.seqs() == expected, user_id
+        feed = sessions[user_id][0]
+        await feed.settled()
+        # each frame's cursor is the position after it; the last one is where the feed is
+        assert outlet.frames[-1]["event_id"] == feed.cursor_text()
+        assert ResumeCursor.decode(feed.cursor_text()).chats[chat.id] > 0
     assert (await store.get_chat(chat.id)).streamed
     heads = await store.stream_bounds([f"u:{owner.id}", f"c:{chat.id}"])
     before = heads[f"u:{owner.id}"][1]

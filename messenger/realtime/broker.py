@@ -160,6 +160,7 @@ class Publication:
     #: gets instead (``message_sent``); live only: what is read from the store has neither.
     origin: str = ""
     ack: bytes | None = None
+    _tail: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_stream(self.stream)
@@ -171,6 +172,16 @@ class Publication:
             raise InvalidBrokerInput("a stored publication (offset > 0) needs its epoch")
         if not isinstance(self.payload, bytes):
             raise InvalidBrokerInput("payload must be bytes")
+
+    @property
+    def tail(self) -> bytes:
+        """``",`` + the payload after its ``{``: what follows a session's cursor in its frame
+        (``{"event_id":"<cursor>`` + this), made once per publication, not once per session."""
+        tail = self._tail
+        if tail is None:
+            tail = b'",' + self.payload[1:]
+            object.__setattr__(self, "_tail", tail)
+        return tail
 
     @property
     def ephemeral(self) -> bool:
@@ -284,6 +295,12 @@ class Broker(Protocol):
         ...
 
     async def position(self, stream: str) -> StreamPosition: ...
+
+    @property
+    def pending(self) -> int:
+        """Publications and control messages received and not yet handed to the handler (0
+        when the one being handled is the last for now)."""
+        ...
 
 
 # -- shared pieces of every implementation --------------------------------------------------------

@@ -64,6 +64,16 @@ class StreamCursor[T]:
             self._advance(self.offset + 1, self._held.pop(self.offset + 1)[0])
         return Verdict.DELIVER
 
+    def step(self, epoch: Hashable, offset: int) -> bool:
+        """The common case in one call: if ``offset`` is the next one and nothing is held or
+        waiting, advance to it and return True (deliver it now); else change nothing and
+        return False (pass the event to ``accept``)."""
+        if offset == self.offset + 1 and epoch == self.epoch and not self._held \
+                and not self._ready and not self.broken:
+            self.offset = offset
+            return True
+        return False
+
     def _advance(self, offset: int, item: T) -> None:
         self.offset = offset
         self._ready.append((offset, item))

@@ -40,7 +40,8 @@ import orjson
 
 from messenger.realtime.broker import HistoryTrimmed, Publication
 from messenger.realtime.cursor import StreamCursor, Verdict
-from messenger.realtime.resume import ResumeCursor, encode_cursor
+from messenger.realtime.frames import ws_header
+from messenger.realtime.resume import PREFIX, ResumeCursor, encode_cursor
 
 log = logging.getLogger("messenger.realtime.feed")
 
@@ -50,7 +51,9 @@ _REMOVED = b'{"type":"member_removed"'
 
 
 class Outlet(Protocol):
-    """Where a feed's frames go (a WebSocket session, or a long poll collecting them)."""
+    """Where a feed's frames go (a WebSocket session, or a long poll collecting them). An
+    outlet with a true ``websocket`` attribute is given WebSocket text frames, ready to write;
+    any other, the frames' JSON."""
 
     session_id: str
 
@@ -86,6 +89,13 @@ class FeedHost(Protocol):
 
     async def is_member(self, chat_id: str, user_id: str) -> bool: ...
 
+    #: True while the node hands over a publication with nothing more queued behind it (a
+    #: feed then writes at once instead of waiting for the end of the loop turn).
+    last_of_burst: bool
+
+    def write_soon(self, feed: Feed) -> None:
+        """Call ``feed.flush()`` at the end of this turn of the event loop."""
+
     async def rejoined_at(self, chat_id: str, user_id: str, after: int) -> int | None:
         """The chat offset of the user's newest marker of the chat if it is above ``after``."""
         ...
@@ -107,6 +117,8 @@ class Feed:
         self.frames_written = 0
         self._queue: collections.deque[bytes] = collections.deque()
         self._live: list[bytes] = []  # frames to write at the end of this loop turn
+        #: chat stream: the cursor text before and after its offset (while no other moves)
+        self._around: dict[str, tuple[bytes, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._jobs: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
@@ -115,6 +127,8 @@ class Feed:
         self._restarting = False
         self.page = FILL_PAGE if max_frames is None else max(1, min(FILL_PAGE, max_frames))
         self.on_frames: Callable[[], None] | None = None  # a long poll's wake-up
+        #: Frames are WebSocket text frames (the outlet says so), else JSON objects.
+        self._websocket = bool(getattr(outlet, "websocket", False))
 
     # -- start and stop -------------------------------------------------------------------------
     async def start(self, resume: ResumeCursor | None) -> tuple[str, bool]:
@@ -173,6 +187,12 @@ class Feed:
     def _set_cursor(self, stream: str, offset: int) -> None:
         self.cursors[stream] = StreamCursor(self.epoch, offset, hold=self.host.hold)
         self.delivered[stream] = offset
+        self._around.clear()
+
+    def _drop_cursor(self, stream: str) -> None:
+        self.cursors.pop(stream, None)
+        self.delivered.pop(stream, None)
+        self._around.clear()
 
     async def _follow(self, stream: str) -> None:
         if stream not in self._followed:
@@ -197,7 +217,7 @@ class Feed:
     def cursor_text(self) -> str:
         delivered = self.delivered
         if len(delivered) == 1:
-            return encode_cursor(self.epoch, delivered[self.user_stream], {})
+            return f"{PREFIX}{self.epoch}.{delivered[self.user_stream]}"
         return encode_cursor(self.epoch, delivered.get(self.user_stream, 0),
                              {s[2:]: o for s, o in delivered.items() if s[0] == "c"})
 
@@ -210,9 +230,23 @@ class Feed:
             if pub.source != self.user_id and self.cursors:
                 self._emit([self._frame(pub, self.cursor_text())])
             return
-        cursor = self.cursors.get(pub.stream)
+        stream = pub.stream
+        cursor = self.cursors.get(stream)
         if cursor is None:
             return  # followed a moment ago, its position not read yet: the catch-up has it
+        if stream[0] == "c" and stream not in self._leaving and cursor.step(pub.epoch,
+                                                                          pub.offset):
+            # The hot path of a large chat (thousands of feeds per publication): the next
+            # offset of a chat stream, nothing held. The cursor text around this stream's
+            # offset is kept from the last time; only the offset is new.
+            offset = pub.offset
+            self.delivered[stream] = offset
+            if pub.payload.startswith(_REMOVED) and self._removes_me(pub):
+                self._leaving.add(stream)
+                self._kick(lambda s=stream, o=offset: self._left_chat(s, o))
+            around = self._around.get(stream) or self._cursor_around(stream)
+            self._emit([self._frame_with(pub, b"%s%d%s" % (around[0], offset, around[1]))])
+            return
         verdict = cursor.accept(pub.epoch, pub.offset, pub, time.monotonic())
         if verdict is Verdict.DELIVER:
             self._emit(self._take(pub.stream, cursor))
@@ -223,6 +257,7 @@ class Feed:
             self._kick(self._restart)
 
     def _take(self, stream: str, cursor: StreamCursor[Publication]) -> list[bytes]:
+        self._around.clear()  # positions move here outside the hot path
         frames: list[bytes] = []
         for offset, pub in cursor.take_ready():
             self.delivered[stream] = offset
@@ -256,9 +291,33 @@ class Feed:
             return False
 
     def _frame(self, pub: Publication, cursor: str) -> bytes:
-        payload = pub.ack if pub.ack is not None and pub.origin == self.outlet.session_id \
-            else pub.payload
-        return b'{"event_id":"%s",%s' % (cursor.encode(), payload[1:])
+        """The session's frame of ``pub``: ``{"event_id":"<cursor>",`` + the payload after its
+        ``{`` — as a WebSocket text frame when the outlet takes those (``websocket``)."""
+        return self._frame_with(pub, cursor.encode())
+
+    def _cursor_around(self, stream: str) -> tuple[bytes, bytes]:
+        """The cursor text before and after ``stream``'s offset (``encode_cursor``'s format:
+        the user's offset, then the chats in id order)."""
+        chat = stream[2:]
+        chats = sorted((s[2:], o) for s, o in self.delivered.items() if s[0] == "c")
+        before = f"{PREFIX}{self.epoch}.{self.delivered.get(self.user_stream, 0)}" + "".join(
+            f".{c}-{o}" for c, o in chats if c < chat) + f".{chat}-"
+        after = "".join(f".{c}-{o}" for c, o in chats if c > chat)
+        around = (before.encode(), after.encode())
+        self._around[stream] = around
+        return around
+
+    def _frame_with(self, pub: Publication, head: bytes) -> bytes:
+        if pub.ack is not None and pub.origin == self.outlet.session_id:
+            tail = b'",' + pub.ack[1:]
+        else:
+            tail = pub.tail
+        if self._websocket:
+            size = len(head) + len(tail) + 13
+            if size < 126:
+                return b"".join((b"\x81", bytes((size,)), b'{"event_id":"', head, tail))
+            return b"".join((ws_header(size), b'{"event_id":"', head, tail))
+        return b"".join((b'{"event_id":"', head, tail))
 
     def _emit(self, frames: list[bytes]) -> None:
         if not frames:
@@ -268,18 +327,20 @@ class Feed:
             self._queue.extend(frames)
         else:
             # Written once per turn of the event loop: the publications the node hands over
-            # in one turn (a batch of sends, several chats) go out in one write per socket.
-            if not self._live:
-                asyncio.get_running_loop().call_soon(self._write_live)
-            self._live.extend(frames)
+            # in one turn (a batch of sends, several chats) go out in one write per socket —
+            # unless the node has nothing more to hand over now: then at once.
+            if self._live:
+                self._live.extend(frames)
+            elif self.host.last_of_burst:
+                self.outlet.write_frames(frames)
+            else:
+                self.host.write_soon(self)
+                self._live.extend(frames)
         if self.on_frames is not None:
             self.on_frames()
 
     def flush(self) -> None:
         """Write the frames still waiting for the end of this loop turn now."""
-        self._write_live()
-
-    def _write_live(self) -> None:
         frames, self._live = self._live, []
         if frames and not self.closed:
             if self._task is not None:  # a fill started meanwhile: keep the order
@@ -376,8 +437,7 @@ class Feed:
         if stream not in self.cursors:
             return
         if not await self.host.is_member(stream[2:], self.user_id):
-            self.cursors.pop(stream, None)
-            self.delivered.pop(stream, None)
+            self._drop_cursor(stream)
             return
         await self._follow(stream)
         await self._fill(stream, None)
@@ -391,8 +451,7 @@ class Feed:
             self._set_cursor(stream, rejoined - 1)
             await self._fill(stream, None)
             return
-        self.cursors.pop(stream, None)
-        self.delivered.pop(stream, None)
+        self._drop_cursor(stream)
         await self._unfollow(stream)
 
     async def _restart(self) -> None:
@@ -402,6 +461,7 @@ class Feed:
                 await self._unfollow(stream)
         self.cursors.clear()
         self.delivered.clear()
+        self._around.clear()
         self._queue.clear()
         self._live.clear()
         self.epoch = await self.host.epoch()

@@ -19,14 +19,19 @@ from messenger.clock import isoformat
 from messenger.models import Chat, Message
 
 
+def ws_header(size: int) -> bytes:
+    """The header of one unmasked, uncompressed, final WebSocket text frame of ``size`` bytes
+    (RFC 6455 §5.2), server side."""
+    if size < 126:
+        return struct.pack("!BB", 0x81, size)
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, size)
+    return struct.pack("!BBQ", 0x81, 127, size)
+
+
 def ws_text_frame(payload: bytes) -> bytes:
-    """One unmasked, uncompressed, final WebSocket text frame (RFC 6455 §5.2), server side."""
-    n = len(payload)
-    if n < 126:
-        return struct.pack("!BB", 0x81, n) + payload
-    if n < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
+    """``payload`` as one WebSocket text frame (``ws_header``)."""
+    return ws_header(len(payload)) + payload
 
 
 def encode(body: dict[str, Any]) -> bytes:

@@ -10,6 +10,7 @@ reloads a chat's members when another process changed them).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -43,6 +44,8 @@ class Node:
         self.hold = hold
         self.feeds: dict[str, set[Feed]] = {}
         self._control_listeners: list[ControlListener] = []
+        self._to_write: list[Feed] = []
+        self.last_of_burst = False
 
     async def start(self) -> None:
         await self.broker.start(self)
@@ -58,12 +61,19 @@ class Node:
     async def on_publication(self, pub: Publication) -> None:
         feeds = self.feeds.get(pub.stream)
         if feeds:
-            for feed in list(feeds):
-                try:
-                    feed.offer(pub)
-                except Exception:
-                    log.exception("feed of %s failed on %s offset %d", feed.user_id,
-                                  pub.stream, pub.offset)
+            # Nothing queued behind it: feeds write at once (one message in flight); else they
+            # write at the end of the loop turn, every publication handed over by then in one
+            # write per socket.
+            self.last_of_burst = not self.broker.pending
+            try:
+                for feed in list(feeds):
+                    try:
+                        feed.offer(pub)
+                    except Exception:
+                        log.exception("feed of %s failed on %s offset %d", feed.user_id,
+                                      pub.stream, pub.offset)
+            finally:
+                self.last_of_burst = False
 
     async def on_control(self, msg: ControlMessage) -> None:
         for listener in self._control_listeners:
@@ -98,6 +108,20 @@ class Node:
             await self.broker.unsubscribe(stream)
         except Exception:
             log.warning("unsubscribing %s failed", stream, exc_info=True)
+
+    def write_soon(self, feed: Feed) -> None:
+        """One callback per loop turn writes every feed that has frames (each in one write)."""
+        if not self._to_write:
+            asyncio.get_running_loop().call_soon(self._write_feeds)
+        self._to_write.append(feed)
+
+    def _write_feeds(self) -> None:
+        feeds, self._to_write = self._to_write, []
+        for feed in feeds:
+            try:
+                feed.flush()
+            except Exception:
+                log.exception("writing the frames of %s failed", feed.user_id)
 
     async def epoch(self) -> str:
         return await self.history_source.epoch()
