@@ -11,7 +11,7 @@ import pytest
 from config.settings import UNLIMITED_AUTH
 from messenger.store import Store
 from tests.support.processes import MessengerServer, MongoecoServer
-from tests.support.stores import open_adapter
+from tests.support.stores import on_the_same_database, open_adapter
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -67,3 +67,12 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await adapter.migrate()
     yield adapter
     await adapter.close()
+
+
+@pytest.fixture
+async def twin(store: Store) -> AsyncIterator[Store]:
+    """Another store object on the ``store`` fixture's database: another process, in effect."""
+    other = on_the_same_database(store)
+    await other.migrate()
+    yield other
+    await other.close()

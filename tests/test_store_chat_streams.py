@@ -10,7 +10,6 @@ flagged ``StreamEntry.marker``) under the fan-out's rules, also when a writer di
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,31 +18,13 @@ import pytest
 
 from messenger.clock import utcnow
 from messenger.ids import new_id
-from messenger.models import ChatEventWrite, StreamEntry
+from messenger.models import ChatEventWrite
 from messenger.store import Store, StoreError
-from tests.support.stores import on_the_same_database
+from tests.support.streams import ANN, BOB, CHAT, CID, MEMBERS, OTHER_CHAT, entries
 from tests.test_store_contract import new_group, new_user
-
-CHAT = "c" * 24
-OTHER_CHAT = "d" * 24
-ANN, BOB, CID = "a" * 24, "b" * 24, "e" * 24
-MEMBERS = [ANN, BOB, CID]
 
 #: ``(offset, payload, source, marker)`` of an entry.
 type Seen = tuple[int, bytes, tuple[str, int] | None, bool]
-
-
-@pytest.fixture
-async def twin(store: Store) -> AsyncIterator[Store]:
-    """Another store object on the store's database: another process, in effect."""
-    other = on_the_same_database(store)
-    await other.migrate()
-    yield other
-    await other.close()
-
-
-async def entries(store: Store, stream: str) -> list[StreamEntry]:
-    return await store.read_stream(stream, 0, 1000)
 
 
 async def seen(store: Store, stream: str) -> list[Seen]:

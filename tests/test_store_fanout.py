@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,27 +19,9 @@ from pathlib import Path
 import pytest
 
 from messenger.clock import utcnow
-from messenger.models import ChatEventWrite, StreamEntry
+from messenger.models import ChatEventWrite
 from messenger.store import Store, StoreError
-from tests.support.stores import on_the_same_database
-
-CHAT = "c" * 24
-OTHER_CHAT = "d" * 24
-ANN, BOB, CID = "a" * 24, "b" * 24, "e" * 24
-MEMBERS = [ANN, BOB, CID]
-
-
-@pytest.fixture
-async def twin(store: Store) -> AsyncIterator[Store]:
-    """Another store object on the store's database: another process, in effect."""
-    other = on_the_same_database(store)
-    await other.migrate()
-    yield other
-    await other.close()
-
-
-async def entries(store: Store, stream: str) -> list[StreamEntry]:
-    return await store.read_stream(stream, 0, 1000)
+from tests.support.streams import ANN, BOB, CHAT, CID, MEMBERS, OTHER_CHAT, entries
 
 
 async def user_stream(store: Store, user_id: str) -> list[tuple[int, tuple[str, int] | None]]:

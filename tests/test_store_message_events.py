@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,30 +18,12 @@ from pathlib import Path
 import pytest
 
 from messenger.clock import utcnow
-from messenger.models import ChatEventWrite, MessageDraft, StreamEntry
+from messenger.models import ChatEventWrite, MessageDraft
 from messenger.store import Store, StoreError
 from messenger.store.base import MESSAGE_RANGE_MAX
 from messenger.store.mongo_docs import duplicate_on
-from tests.support.stores import on_the_same_database
+from tests.support.streams import ANN, BOB, CHAT, CID, MEMBERS, OTHER_CHAT, entries
 from tests.test_store_contract import new_group, new_user
-
-CHAT = "c" * 24
-OTHER_CHAT = "d" * 24
-ANN, BOB, CID = "a" * 24, "b" * 24, "e" * 24
-MEMBERS = [ANN, BOB, CID]
-
-
-@pytest.fixture
-async def twin(store: Store) -> AsyncIterator[Store]:
-    """Another store object on the store's database: another process, in effect."""
-    other = on_the_same_database(store)
-    await other.migrate()
-    yield other
-    await other.close()
-
-
-async def entries(store: Store, stream: str) -> list[StreamEntry]:
-    return await store.read_stream(stream, 0, 1000)
 
 
 def later() -> datetime:
