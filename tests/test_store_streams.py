@@ -465,3 +465,35 @@ async def test_sqlite_upgrade_adds_streams_to_an_existing_database(tmp_path: Pat
     finally:
         await again.close()
 
+
+
+async def test_sqlite_upgrade_drops_the_old_event_log_and_keeps_everything_else(
+    tmp_path: Path,
+) -> None:
+    """A database of the release with the global event log, holding events: the last step
+    drops the event-log tables (and their counter), and the chats and messages stay."""
+    from messenger.store.sqlite import SQLiteStore
+    from messenger.store.sqlite_schema import MIGRATIONS
+
+    path = tmp_path / "db.sqlite3"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        for number, statements in enumerate(MIGRATIONS[:-1]):
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"events", "event_recipients", "event_log"} <= tables  # the old log was there
+        conn.execute("INSERT INTO events (recipients, payload, created_at)"
+                     " VALUES ('[]', x'7b7d', 0)")
+    store = SQLiteStore(path)
+    try:
+        await store.migrate()
+        user = await store.create_user("a@example.com", b"h", "A")
+        assert (await store.get_user(user.id)) is not None
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert not names & {"events", "event_recipients", "event_log", "events_created_at"}
+        assert conn.execute(
+            "SELECT count(*) FROM sqlite_sequence WHERE name = 'events'").fetchone() == (0,)
