@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from messenger.realtime.cursor import StreamCursor, Verdict
-from messenger.realtime.resume import CursorError, OutdatedCursor, ResumeCursor
+from messenger.realtime.resume import (
+    CursorError,
+    OutdatedCursor,
+    ResumeCursor,
+    encode_cursor,
+    encode_cursor_around,
+)
 
 EPOCH = "e1"
 
@@ -113,3 +119,12 @@ def test_resume_cursor_refuses_what_is_not_text() -> None:
     for value in (None, 7, b"v1.e1.1", ["v1.e1.1"]):
         with pytest.raises(CursorError):
             ResumeCursor.decode(value)
+
+
+def test_the_text_around_one_chats_offset_is_the_cursor_for_any_offset() -> None:
+    chats = {"ab" * 12: 3, "01" * 12: 9, "ff" * 12: 1}
+    for chat in chats:
+        before, after = encode_cursor_around("e1", 7, chats, chat)
+        for offset in (0, 5, 123456):
+            assert before + str(offset) + after == encode_cursor(
+                "e1", 7, {**chats, chat: offset})

@@ -41,7 +41,7 @@ import orjson
 from messenger.realtime.broker import HistoryTrimmed, Publication
 from messenger.realtime.cursor import StreamCursor, Verdict
 from messenger.realtime.frames import ws_header
-from messenger.realtime.resume import PREFIX, ResumeCursor, encode_cursor
+from messenger.realtime.resume import ResumeCursor, encode_cursor, encode_cursor_around
 
 log = logging.getLogger("messenger.realtime.feed")
 
@@ -215,11 +215,11 @@ class Feed:
 
     # -- the cursor --------------------------------------------------------------------------
     def cursor_text(self) -> str:
-        delivered = self.delivered
-        if len(delivered) == 1:
-            return f"{PREFIX}{self.epoch}.{delivered[self.user_stream]}"
-        return encode_cursor(self.epoch, delivered.get(self.user_stream, 0),
-                             {s[2:]: o for s, o in delivered.items() if s[0] == "c"})
+        return encode_cursor(self.epoch, self.delivered.get(self.user_stream, 0),
+                             self._chat_positions())
+
+    def _chat_positions(self) -> dict[str, int]:
+        return {s[2:]: o for s, o in self.delivered.items() if s[0] == "c"}
 
     # -- live ----------------------------------------------------------------------------------
     def offer(self, pub: Publication) -> None:
@@ -241,9 +241,9 @@ class Feed:
             # offset is kept from the last time; only the offset is new.
             offset = pub.offset
             self.delivered[stream] = offset
-            if pub.payload.startswith(_REMOVED) and self._removes_me(pub):
-                self._leaving.add(stream)
-                self._kick(lambda s=stream, o=offset: self._left_chat(s, o))
+            if self._removes_me(pub):
+                self._leave(stream, offset)
+                self._kick(None)
             around = self._around.get(stream) or self._cursor_around(stream)
             self._emit([self._frame_with(pub, b"%s%d%s" % (around[0], offset, around[1]))])
             return
@@ -274,21 +274,27 @@ class Feed:
                     continue
             elif stream in self._leaving:
                 continue
-            elif pub.payload.startswith(_REMOVED) and self._removes_me(pub):
-                frames.append(self._frame(pub, self.cursor_text()))
-                self._leaving.add(stream)
-                self._jobs.append(lambda s=stream, o=offset: self._left_chat(s, o))
-                continue
+            elif self._removes_me(pub):
+                self._leave(stream, offset)
             frames.append(self._frame(pub, self.cursor_text()))
         if self._jobs:
             self._kick(None)
         return frames
 
     def _removes_me(self, pub: Publication) -> bool:
+        """Whether ``pub`` (of a chat stream) is the ``member_removed`` of this feed's user."""
+        if not pub.payload.startswith(_REMOVED):
+            return False
         try:
             return orjson.loads(pub.payload).get("user_id") == self.user_id
         except ValueError:
             return False
+
+    def _leave(self, stream: str, offset: int) -> None:
+        """The user was removed at ``offset``: deliver nothing more of ``stream`` until the
+        job decides (stop following, or go on from a later re-addition)."""
+        self._leaving.add(stream)
+        self._jobs.append(lambda: self._left_chat(stream, offset))
 
     def _frame(self, pub: Publication, cursor: str) -> bytes:
         """The session's frame of ``pub``: ``{"event_id":"<cursor>",`` + the payload after its
@@ -296,13 +302,11 @@ class Feed:
         return self._frame_with(pub, cursor.encode())
 
     def _cursor_around(self, stream: str) -> tuple[bytes, bytes]:
-        """The cursor text before and after ``stream``'s offset (``encode_cursor``'s format:
-        the user's offset, then the chats in id order)."""
-        chat = stream[2:]
-        chats = sorted((s[2:], o) for s, o in self.delivered.items() if s[0] == "c")
-        before = f"{PREFIX}{self.epoch}.{self.delivered.get(self.user_stream, 0)}" + "".join(
-            f".{c}-{o}" for c, o in chats if c < chat) + f".{chat}-"
-        after = "".join(f".{c}-{o}" for c, o in chats if c > chat)
+        """The cursor text before and after ``stream``'s offset, kept until another
+        position moves."""
+        before, after = encode_cursor_around(
+            self.epoch, self.delivered.get(self.user_stream, 0), self._chat_positions(),
+            stream[2:])
         around = (before.encode(), after.encode())
         self._around[stream] = around
         return around
@@ -313,9 +317,7 @@ class Feed:
         else:
             tail = pub.tail
         if self._websocket:
-            size = len(head) + len(tail) + 13
-            if size < 126:
-                return b"".join((b"\x81", bytes((size,)), b'{"event_id":"', head, tail))
+            size = len(head) + len(tail) + 13  # 13: len(b'{"event_id":"')
             return b"".join((ws_header(size), b'{"event_id":"', head, tail))
         return b"".join((b'{"event_id":"', head, tail))
 

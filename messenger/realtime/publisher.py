@@ -97,8 +97,7 @@ class StreamPublisher:
         does not get the ``ack`` through the stream)."""
         if not sent:
             return self.streamed(chat), set()
-        mine = {message.seq: (message, origin) for message, origin in sorted(
-            sent, key=lambda item: item[0].seq)}
+        mine = {message.seq: (message, origin) for message, origin in sent}
         first, last = min(mine), max(mine)
         contiguous = len(mine) == last - first + 1
         if after_seq is not None and after_seq == first - 1 and contiguous:

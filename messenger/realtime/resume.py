@@ -81,6 +81,18 @@ def encode_cursor(epoch: str, user_offset: int, chats: dict[str, int]) -> str:
     return f"{PREFIX}{epoch}.{user_offset}{tail}"
 
 
+def encode_cursor_around(epoch: str, user_offset: int, chats: dict[str, int],
+                         chat: str) -> tuple[str, str]:
+    """The cursor text before and after ``chat``'s offset, the other positions as given, so
+    that ``before + str(offset) + after == encode_cursor(..., {**chats, chat: offset})`` for
+    any offset (a feed keeps them while only that chat's offset moves)."""
+    others = sorted((c, o) for c, o in chats.items() if c != chat)
+    before = f"{PREFIX}{epoch}.{user_offset}" + "".join(
+        f".{c}-{o}" for c, o in others if c < chat) + f".{chat}-"
+    after = "".join(f".{c}-{o}" for c, o in others if c > chat)
+    return before, after
+
+
 def _offset(text: str) -> int:
     value = int(text)
     if value > MAX_OFFSET:
