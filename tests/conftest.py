@@ -11,6 +11,7 @@ import pytest
 from config.settings import UNLIMITED_AUTH
 from messenger.store import Store
 from tests.support.processes import MessengerServer, MongoecoServer
+from tests.support.redis_server import RedisServer
 from tests.support.stores import on_the_same_database, open_adapter
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -76,3 +77,12 @@ async def twin(store: Store) -> AsyncIterator[Store]:
     await other.migrate()
     yield other
     await other.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """One valkey-server (or redis-server) for the module (tests/support/redis_server.py); each
+    test keeps to its own key and channel prefix on it."""
+    srv = RedisServer()
+    yield srv
+    srv.close()
