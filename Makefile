@@ -1,12 +1,14 @@
-# messenger — two commands: `make run` and `make test`.
+# messenger — two commands: `make run` and `make test` (more processes: `make cluster`).
 SHELL := /bin/sh
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# make cluster: how many messenger processes (scripts/cluster; docs/DEPLOYMENT.md)
+N ?= 3
 
-.PHONY: run test install lint openapi migrate clean bench-store bench-http bench-ws
+.PHONY: run test install lint openapi migrate clean bench-store bench-http bench-ws bench-cluster cluster start
 
 $(BIN)/python:
 	@PY="$$(scripts/find-python)" && echo "using $$PY" && "$$PY" -m venv $(VENV)
@@ -21,6 +23,14 @@ install: $(STAMP)
 
 run: $(STAMP)
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m messenger
+
+# N processes on one machine: one shared SQLite file, a local Redis, nginx in front when installed.
+cluster: $(STAMP)
+	$(BIN)/python scripts/cluster $(N)
+
+# The Procfile under honcho, with the venv's python on PATH (PORT as above).
+start: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" PORT=$(PORT) $(BIN)/honcho start
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -44,6 +54,9 @@ bench-http: $(STAMP)
 
 bench-ws: $(STAMP)
 	$(BIN)/python scripts/bench_ws
+
+bench-cluster: $(STAMP)
+	$(BIN)/python scripts/bench_cluster
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

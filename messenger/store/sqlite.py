@@ -1,10 +1,30 @@
 """Embedded SQLite adapter (stdlib ``sqlite3``).
 
 One connection, used only from one dedicated worker thread: every call hops onto that thread
-with ``loop.run_in_executor``, so calls run one at a time in submission order and each call's
-statements are atomic with respect to the others. Calls that write several rows also run in one
-``BEGIN IMMEDIATE`` transaction, which keeps them atomic against other processes opening the same
-file as well.
+with ``loop.run_in_executor``, so one store object's calls run one at a time in submission order.
+
+Several processes may share one file (``make cluster``: N servers on one machine); nothing a
+call relies on is remembered between calls except the stream epoch, which never changes once
+made. Against the other processes:
+
+* Every call that writes more than one statement, or reads before it writes, runs in one
+  ``BEGIN IMMEDIATE`` transaction (``sqlite_parts.write_transaction``): it holds the file's
+  write lock from its first read to its commit, so what it read (a chat's ``last_seq``, a
+  stream's head, a ``client_msg_id``, membership) is still true when it writes. Unique indexes
+  are the backstop.
+* Every call that reads with more than one statement runs in one deferred read transaction
+  (``sqlite_parts.read_transaction``): all its statements see one snapshot (WAL), e.g. a chat
+  row and its members, however other processes commit meanwhile. It blocks no writer.
+* A lock another process holds is waited for up to ``BUSY_TIMEOUT_MS`` (SQLite's busy
+  handler); only then does the call fail, with ``StoreUnavailable`` (an HTTP 503, never a
+  500). Switching a new file to WAL is the one step SQLite does not wait for by itself (it
+  answers ``SQLITE_BUSY`` at once while another process holds the file): the connection retries
+  it with backoff for the same time.
+* Schema steps (``migrate``) each run in a write transaction that first re-reads
+  ``user_version``, so processes starting together on a new file apply each step once.
+* No transaction is kept open between calls, so WAL checkpoints (automatic, every ~1,000
+  pages) are never held back by this adapter's readers; ``journal_size_limit`` truncates the
+  WAL file back to ``JOURNAL_SIZE_LIMIT_BYTES`` after a large transaction grew it.
 
 The database runs in WAL mode. How a commit reaches the disk is the ``SQLITE_SYNCHRONOUS``
 setting (``synchronous``), ``full`` by default:
@@ -57,7 +77,13 @@ from messenger.models import (
 from messenger.store.base import Store, check_seq_range
 from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
 from messenger.store.sqlite_email import SQLiteEmailMixin
-from messenger.store.sqlite_parts import USER_COLUMNS, Row, user_from_row, write_transaction
+from messenger.store.sqlite_parts import (
+    USER_COLUMNS,
+    Row,
+    read_transaction,
+    user_from_row,
+    write_transaction,
+)
 from messenger.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from messenger.store.sqlite_streams import SQLiteStreamsMixin
 
@@ -65,6 +91,8 @@ BUSY_TIMEOUT_MS = 5_000
 PURGE_INTERVAL_SECONDS = 3600.0
 CACHE_KIB = 32 * 1024
 MMAP_BYTES = 256 * 1024 * 1024
+#: What a reset WAL file is truncated to (``PRAGMA journal_size_limit``).
+JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 _IN_CHUNK = 500  # ids per ``IN (...)`` list, well under SQLite's bound-variable limit
 #: ``PRAGMA synchronous`` modes the store accepts (``SQLITE_SYNCHRONOUS``), by name and number.
 SYNCHRONOUS_MODES = {"normal": 1, "full": 2, "extra": 3}
@@ -230,13 +258,14 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn, self.path)
             for pragma in (
                 f"synchronous = {self.synchronous.upper()}",
                 "foreign_keys = ON",
                 f"busy_timeout = {BUSY_TIMEOUT_MS}",
                 f"cache_size = -{CACHE_KIB}",
                 f"mmap_size = {MMAP_BYTES}",
+                f"journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}",
                 "temp_store = MEMORY",
             ):
                 conn.execute(f"PRAGMA {pragma}")
@@ -352,10 +381,11 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
 
         def op(conn: sqlite3.Connection) -> list[Row]:
             rows: list[Row] = []
-            for chunk in _chunks(wanted):
-                rows += conn.execute(
-                    f"SELECT {columns} FROM {table} WHERE id IN ({_marks(chunk)})", chunk
-                ).fetchall()
+            with read_transaction(conn):
+                for chunk in _chunks(wanted):
+                    rows += conn.execute(
+                        f"SELECT {columns} FROM {table} WHERE id IN ({_marks(chunk)})", chunk
+                    ).fetchall()
             return rows
 
         return await self._run(op)
@@ -449,10 +479,11 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
 
     async def get_chat(self, chat_id: str) -> Chat | None:
         def op(conn: sqlite3.Connection) -> Chat | None:
-            row = conn.execute(
-                f"SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?", (chat_id,)
-            ).fetchone()
-            return _chat(row, _members(conn, [chat_id])[chat_id]) if row else None
+            with read_transaction(conn):
+                row = conn.execute(
+                    f"SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?", (chat_id,)
+                ).fetchone()
+                return _chat(row, _members(conn, [chat_id])[chat_id]) if row else None
 
         return await self._run(op)
 
@@ -467,15 +498,17 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
 
     async def get_chat_view(self, chat_id: str, user_id: str) -> ChatView | None:
         def op(conn: sqlite3.Connection) -> ChatView | None:
-            row = conn.execute(SQL_CHAT_VIEW, (user_id, chat_id)).fetchone()
-            return _chat_view(row, _members(conn, [chat_id])[chat_id]) if row else None
+            with read_transaction(conn):
+                row = conn.execute(SQL_CHAT_VIEW, (user_id, chat_id)).fetchone()
+                return _chat_view(row, _members(conn, [chat_id])[chat_id]) if row else None
 
         return await self._run(op)
 
     async def list_chat_views(self, user_id: str, limit: int) -> list[ChatView]:
         def op(conn: sqlite3.Connection) -> list[ChatView]:
-            rows = conn.execute(SQL_CHAT_VIEWS, (user_id, max(limit, 0), user_id)).fetchall()
-            members = _members(conn, [row[0] for row in rows])
+            with read_transaction(conn):
+                rows = conn.execute(SQL_CHAT_VIEWS, (user_id, max(limit, 0), user_id)).fetchall()
+                members = _members(conn, [row[0] for row in rows])
             return [_chat_view(row, members[row[0]]) for row in rows]
 
         return await self._run(op)
@@ -623,16 +656,17 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
 
     async def mark_upload_ready(self, upload_id: str, object_key: str) -> Upload | None:
         def op(conn: sqlite3.Connection) -> Row | None:
-            marked = conn.execute(
-                "UPDATE uploads SET status = 'ready', object_key = ? "
-                f"WHERE id = ? AND status = 'pending' RETURNING {UPLOAD_COLUMNS}",
-                (object_key, upload_id),
-            ).fetchone()
-            if marked is not None:
-                return marked
-            return conn.execute(
-                f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)
-            ).fetchone()
+            with write_transaction(conn):
+                marked = conn.execute(
+                    "UPDATE uploads SET status = 'ready', object_key = ? "
+                    f"WHERE id = ? AND status = 'pending' RETURNING {UPLOAD_COLUMNS}",
+                    (object_key, upload_id),
+                ).fetchone()
+                if marked is not None:
+                    return marked
+                return conn.execute(
+                    f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)
+                ).fetchone()
 
         row = await self._run(op)
         return _upload(row) if row else None
@@ -644,10 +678,11 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
 
         def op(conn: sqlite3.Connection) -> list[Row]:
             rows: dict[str, Row] = {}
-            for chunk in _chunks(ids):
-                sql = SQL_MESSAGES_WITH_ATTACHMENT.format(marks=_marks(chunk))
-                for row in conn.execute(sql, chunk):
-                    rows[row[0]] = row
+            with read_transaction(conn):
+                for chunk in _chunks(ids):
+                    sql = SQL_MESSAGES_WITH_ATTACHMENT.format(marks=_marks(chunk))
+                    for row in conn.execute(sql, chunk):
+                        rows[row[0]] = row
             return list(rows.values())
 
         return [_message(row) for row in await self._run(op)]
@@ -751,6 +786,28 @@ def _members(conn: sqlite3.Connection, chat_ids: Sequence[str]) -> dict[str, tup
         for chat_id, user_id in conn.execute(sql, chunk):
             found[chat_id].append(user_id)
     return {chat_id: tuple(ids) for chat_id, ids in found.items()}
+
+
+def _use_wal(conn: sqlite3.Connection, path: Path) -> None:
+    """Put the file in WAL mode (a property of the file: the first connection to a new file
+    switches it, later ones find it so). The switch needs the file to itself, and SQLite
+    answers ``SQLITE_BUSY`` at once, without its busy handler, while another process holds a
+    lock on it (N processes starting on a new file): retried with backoff until
+    ``BUSY_TIMEOUT_MS``. A file that cannot be in WAL mode raises ``StoreError``."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            [(mode,)] = conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            break
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+    if str(mode).lower() != "wal":
+        raise StoreError(f"sqlite: {path} cannot use WAL mode (journal mode {mode!r})")
 
 
 def _user_version(conn: sqlite3.Connection) -> int:

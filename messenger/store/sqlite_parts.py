@@ -1,6 +1,6 @@
 """What the SQLite adapter's modules share (``sqlite.py``, ``sqlite_email.py``,
-``sqlite_streams.py``): the write transaction, the row type and the users row. They all import
-this module and it imports none of them, so the adapter has no import cycle.
+``sqlite_streams.py``): the write and read transactions, the row type and the users row. They
+all import this module and it imports none of them, so the adapter has no import cycle.
 """
 
 from __future__ import annotations
@@ -25,6 +25,22 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
         conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One deferred transaction for a call that reads with several statements: in WAL mode its
+    first read fixes a snapshot and every statement in it sees that one, whatever other
+    processes commit meanwhile. It takes no write lock and blocks no writer; it must not write
+    (an upgrade to a write could meet another writer's newer commit: ``SQLITE_BUSY``)."""
+    conn.execute("BEGIN DEFERRED")
+    try:
+        yield
+        conn.execute("COMMIT")  # read-only: ends the snapshot, writes nothing
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
