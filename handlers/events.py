@@ -5,7 +5,8 @@ sender too: a poll has no session to ack). Answers at once when events after the
 waiting (at most ``POLL_MAX_EVENTS``), else when one arrives or the timeout ends. Without
 ``last_event_id`` it answers at once with no events and the current cursor. A poll counts as
 a session for presence while it waits and for ``PRESENCE_GRACE_SECONDS`` after it (the gap to
-the next poll).
+the next poll). When the process starts shutting down (``messenger/drain.py``) every waiting
+poll answers at once, 200 with what it has and its cursor, and so does every poll after it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from actors.hub import PollOutlet
 from handlers.base import BaseHandler
 from handlers.ws import resume_cursor
 from messenger import validation
+from messenger.drain import Drain
 from messenger.realtime import frames
 
 
@@ -41,8 +43,13 @@ class EventsHandler(BaseHandler):
             maximum=settings.poll_timeout_max)
         self._poll = PollSession()
         self._outlet = PollOutlet(session_id=self._poll.id)
-        result = await self.services.realtime.poll(
-            self.user_id, resume, timeout, self._poll, self._outlet)
+        drain: Drain = self.application.drain  # type: ignore[attr-defined]
+        drain.hold_poll(self._outlet.wake)
+        try:
+            result = await self.services.realtime.poll(
+                self.user_id, resume, timeout, self._poll, self._outlet)
+        finally:
+            drain.release_poll(self._outlet.wake)
         found = list(result.frames)
         if result.resync:
             found.insert(0, frames.control("resync_required", result.cursor))

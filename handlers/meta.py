@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from handlers.base import BaseHandler
+from messenger.drain import Drain
+from messenger.errors import ServiceUnavailable
 from messenger.store import StoreError
 
 READY_TIMEOUT_SECONDS = 2.0
+#: The check that says whether the process is shutting down (``"draining"``) or not.
+NODE_CHECK = "node"
 
 
 class RootHandler(BaseHandler):
@@ -27,25 +31,43 @@ class HealthHandler(BaseHandler):
 
 
 class ReadyHandler(BaseHandler):
-    """Readiness: the database answers within a short timeout."""
+    """Readiness, three checks always reported: the store answers a ping within
+    ``READY_TIMEOUT_SECONDS`` (named by its backend), the broker is connected (named by its
+    backend), and the process is not shutting down (``node``: ``"draining"`` once it is). 200
+    when all three are ``"ok"``; else 503 ``service_unavailable`` naming each failing one."""
 
     requires_auth = False
 
     async def get(self) -> None:
         store = self.services.store
+        checks: dict[str, str] = {}
+        problems: list[str] = []
         try:
             await asyncio.wait_for(store.ping(), READY_TIMEOUT_SECONDS)
+            checks[store.backend] = "ok"
         except (StoreError, TimeoutError):
-            self.send_json(
-                {
-                    "status": "unavailable",
-                    "checks": {store.backend: "unavailable"},
-                    "error": {
-                        "code": "service_unavailable",
-                        "message": f"{store.backend} is not answering",
-                    },
-                },
-                status=503,
-            )
+            checks[store.backend] = "unavailable"
+            problems.append(f"{store.backend} is not answering")
+        broker = self.services.realtime.broker
+        if broker.connected:
+            checks[broker.backend] = "ok"
+        else:
+            checks[broker.backend] = "unavailable"
+            problems.append(f"{broker.backend} is not reachable")
+        drain: Drain = self.application.drain  # type: ignore[attr-defined]
+        if drain.draining:
+            checks[NODE_CHECK] = "draining"
+            problems.append("this node is shutting down")
+        else:
+            checks[NODE_CHECK] = "ok"
+        if not problems:
+            self.send_json({"status": "ok", "checks": checks})
             return
-        self.send_json({"status": "ok", "checks": {store.backend: "ok"}})
+        self.send_json(
+            {
+                "status": "unavailable",
+                "checks": checks,
+                "error": {"code": ServiceUnavailable.code, "message": "; ".join(problems)},
+            },
+            status=503,
+        )

@@ -8,6 +8,10 @@ outlet it is: it is first sent ``ready`` and what it missed, then live events. C
 are parsed by ``messenger.realtime.protocol`` and handed to the hub; a
 bad frame gets an ``error`` frame and the socket stays usable. Limits (frame size, frames per
 second, idle time, bytes queued for a client that does not read) come from settings.
+
+On shutdown (``messenger/app.py``) the handshake is refused with 503 ``service_unavailable``
+while the process drains, and each open session is closed by ``go_away()``: 1001 with the
+reason ``server shutting down``, behind every frame its feed has written.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ log = logging.getLogger("messenger.ws")
 #: Tornado closes (1009) frames this many times over WS_MAX_FRAME_BYTES without reading them;
 #: up to that, an oversized frame only gets an error frame.
 HARD_FRAME_FACTOR = 4
+#: The close code and reason of a session closed because the process shuts down.
+GOING_AWAY = 1001
+SHUTDOWN_REASON = "server shutting down"
 
 
 class WebSocketHandler(tornado.websocket.WebSocketHandler):
@@ -70,6 +77,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._holds_quota = False
+        self._stream: tornado.iostream.IOStream | None = None  # once open
+        self._gone = asyncio.Event()  # set by on_close
         settings = self.application.services.settings  # type: ignore[attr-defined]
         self._bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
 
@@ -82,6 +91,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         settings = self.application.services.settings  # type: ignore[attr-defined]
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             raise UpgradeRequired("this endpoint speaks WebSocket only (Upgrade: websocket)")
+        if self.application.drain.draining:  # type: ignore[attr-defined]
+            raise ServiceUnavailable("this server is shutting down; connect again")
         token = self.get_query_argument("token", None)
         if not token:
             raise Unauthorized("a token query parameter with an access token is required")
@@ -137,7 +148,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         settings = self.application.services.settings  # type: ignore[attr-defined]
         if self.ws_connection is not None:
-            stream = self.ws_connection.stream
+            stream = self._stream = self.ws_connection.stream
             # Past this many bytes queued in the process, a write raises StreamBufferFullError
             # and the client that does not read is cut off (it resumes from its cursor).
             stream.max_write_buffer_size = settings.ws_send_buffer_bytes
@@ -238,6 +249,27 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if conn is not None:
             conn.stream.close()  # no closing handshake: the client is not reading
 
+    # -- shutdown ------------------------------------------------------------------------------
+    def go_away(self) -> None:
+        """Close with 1001 (going away) because the process shuts down: first the frames the
+        feed keeps for the end of this loop turn, then the close frame behind everything
+        written so far, so the ``event_id`` of the last frame the client gets covers all it
+        got. Nothing is written after it. Does nothing once the session is closing."""
+        if self.closed or self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        if self.feed is not None:
+            self.feed.flush()
+        self.close(GOING_AWAY, SHUTDOWN_REASON)
+
+    async def wait_closed(self) -> None:
+        """Return once the socket has closed (``on_close`` has run)."""
+        await self._gone.wait()
+
+    def abort(self) -> None:
+        """Close the socket now, without waiting for the client's closing handshake."""
+        if not self.closed and self._stream is not None:
+            self._stream.close()
+
     def _token_expired(self) -> None:
         if not self.closed:
             self.close(1008, "token expired")
@@ -256,6 +288,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if self.closed:
             return
         self.closed = True
+        self._gone.set()
         self._release_quota()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()

@@ -254,12 +254,26 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "status": parts.check_state(),
                 "checks": {
                     "type": "object",
-                    "propertyNames": {"enum": ["mongodb", "sqlite"]},
+                    "properties": {
+                        "node": {
+                            "type": "string",
+                            "enum": ["ok", "draining"],
+                            "description": "`draining` once the process is shutting down "
+                            "(SIGTERM or SIGINT).",
+                        },
+                    },
+                    "required": ["node"],
+                    "propertyNames": {"enum": ["mongodb", "sqlite", "in-process", "redis", "node"]},
                     "additionalProperties": parts.check_state(),
-                    "description": "One entry: the storage backend in use.",
+                    "minProperties": 3,
+                    "maxProperties": 3,
+                    "description": "Three entries: the store in use (`mongodb` or `sqlite`: it "
+                    "answers a ping within 2 s), the broker in use (`in-process`, or `redis`: "
+                    "connected), and `node`.",
                 },
             },
-            examples=[{"status": "ok", "checks": {"sqlite": "ok"}}],
+            examples=[{"status": "ok", "checks": {"sqlite": "ok", "in-process": "ok",
+                                                  "node": "ok"}}],
         ),
     }
 
@@ -308,22 +322,27 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "get": parts.operation(
                 "getReady",
                 "meta",
-                "Readiness (the database answers)",
+                "Readiness (store, broker, not shutting down)",
                 {
                     "200": parts.ok(
-                        "The database answers.",
+                        "The store answers, the broker is connected, and the process is not "
+                        "shutting down.",
                         parts.ref("Ready"),
-                        {"status": "ok", "checks": {"mongodb": "ok"}},
+                        {"status": "ok", "checks": {"mongodb": "ok", "redis": "ok",
+                                                    "node": "ok"}},
                     ),
                     "503": parts.ok(
-                        "The database does not answer (`service_unavailable`).",
+                        "A check is not `ok` (`service_unavailable`; the message names each "
+                        "failing one): the store does not answer, the broker is not "
+                        "connected, or the process is shutting down (`node`: `draining`; "
+                        "the answer then says `Connection: close`).",
                         {"allOf": [parts.ref("Ready"), parts.ref("Error")]},
                         {
                             "status": "unavailable",
-                            "checks": {"mongodb": "unavailable"},
+                            "checks": {"mongodb": "ok", "redis": "ok", "node": "draining"},
                             "error": {
                                 "code": "service_unavailable",
-                                "message": "mongodb is not answering",
+                                "message": "this node is shutting down",
                             },
                         },
                     ),

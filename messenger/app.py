@@ -1,4 +1,11 @@
-"""Assemble the Tornado application and run one server process until SIGINT/SIGTERM."""
+"""Assemble the Tornado application and run one server process until SIGINT/SIGTERM.
+
+The first SIGTERM or SIGINT shuts the process down gracefully (``shut_down``): it stops
+accepting at once, readiness turns 503 (``"node": "draining"``), pending long polls answer;
+after ``SHUTDOWN_DRAIN_SECONDS`` every WebSocket is closed with 1001 (going away) behind what
+its feed wrote, so clients resume elsewhere from their last cursor without loss; then the
+services stop and the process exits 0. A second signal skips what is left of the waiting.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Awaitable
+from typing import Any
 
 import tornado.netutil
 import tornado.web
@@ -17,6 +26,7 @@ from handlers.ws import HARD_FRAME_FACTOR
 from messenger.capped_counts import CappedCounts
 from messenger.client_address import TrustedProxies
 from messenger.connection_limits import ConnectionLimiter
+from messenger.drain import Drain
 from messenger.gc_policy import ScheduledFullCollections
 from messenger.http_server import LimitedHTTPServer
 from messenger.redaction import redact
@@ -25,6 +35,8 @@ from messenger.services import Services
 log = logging.getLogger("messenger")
 access_log = logging.getLogger("messenger.access")
 
+#: On shutdown, after the drain: the longest wait for WebSockets to finish their closing
+#: handshake, and then for the other connections to close; what is left then is cut.
 SHUTDOWN_GRACE_SECONDS = 5.0
 BODY_CEILING_BYTES = 64 * 1024 * 1024
 
@@ -46,6 +58,8 @@ class MessengerApp(tornado.web.Application):
         self.trusted_proxies = TrustedProxies(services.settings.trusted_proxies)
         #: WebSocket sessions held by each user here (WS_MAX_SESSIONS_PER_USER).
         self.ws_sessions = CappedCounts(services.settings.ws_max_sessions_per_user)
+        #: Whether this process is shutting down, and the long polls to answer when it does.
+        self.drain = Drain()
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -82,8 +96,29 @@ def build_server(app: MessengerApp) -> LimitedHTTPServer:
     )
 
 
+class ShutdownSignals:
+    """SIGINT and SIGTERM: the first asks for a shutdown, any later one to hurry it."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.hurry = asyncio.Event()
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.received)
+
+    def received(self) -> None:
+        if self.requested.is_set():
+            if not self.hurry.is_set():
+                log.info("second signal: not waiting any longer")
+            self.hurry.set()
+        else:
+            self.requested.set()
+
+
 async def serve(settings: Settings) -> None:
-    """Run the HTTP server until SIGINT or SIGTERM, then stop cleanly."""
+    """Run the HTTP server until SIGINT or SIGTERM, then shut down gracefully (``shut_down``)
+    and stop the services."""
     services = Services.build(settings)
     await services.start()
     # Long-lived objects made at start (modules, settings, the app) leave the collector's
@@ -100,19 +135,80 @@ async def serve(settings: Settings) -> None:
     log.info("messenger listening on http://%s:%d; %s; ENV=%s",
              settings.host, port, describe_store(settings), settings.env)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    signals = ShutdownSignals()
+    signals.install(asyncio.get_running_loop())
+    await signals.requested.wait()
 
-    log.info("shutting down")
-    server.stop()
-    server.stop_summaries()
-    try:
-        await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
-    except TimeoutError:
-        log.warning("connections still open after %.0fs; closing anyway", SHUTDOWN_GRACE_SECONDS)
+    await shut_down(app, server, signals.hurry)
     collections.stop()
     await services.close()
     log.info("stopped")
+
+
+async def shut_down(app: MessengerApp, server: LimitedHTTPServer,
+                    hurry: asyncio.Event | None = None) -> None:
+    """Take this process out of service without losing any client's place.
+
+    1. At once: no connection is accepted any more, and every answer from now on closes its
+       connection (``LimitedHTTPServer.drain``); ``/api/readyz`` answers 503 and every pending
+       long poll answers now, with what it has and its cursor, as does every later one
+       (``Drain.begin``); WebSocket handshakes are refused.
+    2. For ``SHUTDOWN_DRAIN_SECONDS`` the open WebSocket sessions go on as before.
+    3. Each WebSocket is closed with 1001 behind every frame written to it (``go_away``);
+       the wait for them to close, then for the other connections, lasts at most
+       ``SHUTDOWN_GRACE_SECONDS`` each; what is still open then is cut.
+
+    Setting ``hurry`` (a second signal) ends every wait at once: the close frames are still
+    written, the sockets are cut right after. The services are left running (the caller
+    stops them).
+    """
+    hurry = hurry or asyncio.Event()
+    drain_for = app.services.settings.shutdown_drain
+    log.info("shutting down: draining for %gs (a second signal skips the wait)", drain_for)
+    server.drain()
+    server.stop_summaries()
+    app.drain.begin()
+    await _wait(None, drain_for, hurry)
+
+    cut = await close_websockets(app, SHUTDOWN_GRACE_SECONDS, hurry)
+    if cut:
+        log.warning("%d WebSockets cut without their closing handshake", cut)
+    if not await _wait(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS, hurry):
+        log.warning("connections still open after %gs; closing anyway", SHUTDOWN_GRACE_SECONDS)
+
+
+async def close_websockets(app: MessengerApp, bound: float, hurry: asyncio.Event) -> int:
+    """Close every WebSocket session with 1001 and wait until each has closed, at most
+    ``bound`` seconds (or until ``hurry``); those still open then are cut. A session that
+    opens meanwhile (its handshake began before the drain) is closed the same way. Returns how
+    many were cut."""
+    hub = app.services.realtime
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    while sessions := hub.websocket_sessions():
+        for session in sessions:
+            session.go_away()
+        closed = asyncio.gather(*(session.wait_closed() for session in sessions))
+        if not await _wait(closed, deadline - loop.time(), hurry):
+            break
+    left = hub.websocket_sessions()
+    for session in left:
+        session.abort()
+    return len(left)
+
+
+async def _wait(work: Awaitable[object] | None, at_most: float, hurry: asyncio.Event) -> bool:
+    """Wait for ``work`` (None: for nothing but the time) at most ``at_most`` seconds, or until
+    ``hurry`` is set; True if ``work`` finished. ``work`` is cancelled if it did not."""
+    pending: set[asyncio.Future[Any]] = {asyncio.ensure_future(hurry.wait())}
+    task = None if work is None else asyncio.ensure_future(work)
+    if task is not None:
+        pending.add(task)
+    try:
+        if not hurry.is_set() and at_most > 0:
+            await asyncio.wait(pending, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
+        return task is not None and task.done() and not task.cancelled()
+    finally:
+        for future in pending:
+            if not future.done():
+                future.cancel()

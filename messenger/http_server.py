@@ -16,6 +16,11 @@
   ``Connection: close``.
 * **No log storm**: refusals are tallied and logged as one summary line per
   ``LIMIT_LOG_INTERVAL_SECONDS``.
+* **Drain** (``drain()``, on shutdown): no connection is accepted any more (the listening
+  sockets close: a new connection is refused, and a load balancer sends it elsewhere), and every
+  request read from then on is answered with ``Connection: close`` and its connection closed
+  after the answer. Requests already read when it began keep their connection until the
+  shutdown closes what is left.
 """
 
 from __future__ import annotations
@@ -146,6 +151,16 @@ class LimitedHTTPServer(tornado.httpserver.HTTPServer):
         task = asyncio.ensure_future(_answer_and_close(stream, response))
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def drain(self) -> None:
+        """Stop accepting connections; every request read from now on is answered with
+        ``Connection: close`` and its connection closed after the answer."""
+        self.stop()
+        # Tornado reads this per request (HTTP1ConnectionParameters is shared by the
+        # server's connections): each answer from now on says ``Connection: close`` and its
+        # connection closes once it is written.
+        self.conn_params.no_keep_alive = True
 
     # -- refusals --------------------------------------------------------------------------------
     def _refused(self) -> None:

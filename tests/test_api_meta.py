@@ -27,7 +27,8 @@ async def test_readyz_reports_the_backend(server) -> None:
     resp = await Api(server.base_url).get("/api/readyz")
     assert resp.status == 200, resp.body
     assert is_json_response(resp)
-    assert resp.json == {"status": "ok", "checks": {BACKEND_NAMES[server.backend]: "ok"}}
+    assert resp.json == {"status": "ok", "checks": {BACKEND_NAMES[server.backend]: "ok",
+                                                    "in-process": "ok", "node": "ok"}}
 
 
 @pytest.mark.parametrize(

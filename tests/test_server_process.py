@@ -86,11 +86,13 @@ async def test_readyz_and_requests_report_mongodb_down(tmp_path: Path) -> None:
         api = Api(server.base_url)
         ready = await api.get("/api/readyz")
         assert ready.status == 200
-        assert ready.json == {"status": "ok", "checks": {"mongodb": "ok"}}
+        assert ready.json == {"status": "ok",
+                              "checks": {"mongodb": "ok", "in-process": "ok", "node": "ok"}}
         mongo.close()
         down = await api.get("/api/readyz")
         assert down.status == 503
-        assert down.json["checks"] == {"mongodb": "unavailable"}
+        assert down.json["checks"] == {"mongodb": "unavailable", "in-process": "ok",
+                                       "node": "ok"}
         assert down.json["error"]["code"] == "service_unavailable"
         login = await api.post(  # a request that needs the database
             "/api/auth/login", {"email": "a@example.com", "password": "whatever1"})
