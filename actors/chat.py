@@ -241,6 +241,10 @@ class ChatActor(Actor):
     async def _mark_read(self, user_id: str, seq: int) -> ReadOutcome:
         chat = self._member(user_id)
         position = await self._store.mark_read(self.chat_id, user_id, seq)
+        # Another process may have stored later messages: the stored last seq counts.
+        fresh = await self._store.get_chat(self.chat_id)
+        if fresh is not None:
+            self.last_seq = max(self.last_seq, fresh.last_seq)
         unread = max(0, self.last_seq - position)
         if position > self._read_sent.get(user_id, 0):
             self._read_sent[user_id] = position

@@ -39,16 +39,18 @@ from messenger.errors import ChatNotFound
 from messenger.ids import is_valid_id
 from messenger.models import Chat
 from messenger.realtime import frames
+from messenger.realtime.backends import open_backends
 from messenger.realtime.broker import (
     Broker,
+    BrokerError,
     ControlKind,
     ControlMessage,
-    InProcessBroker,
     InProcessNetwork,
 )
 from messenger.realtime.feed import Feed, Outlet
 from messenger.realtime.history import StoreHistory
 from messenger.realtime.node import Node
+from messenger.realtime.presence import PresenceManager
 from messenger.realtime.publisher import StreamPublisher
 from messenger.realtime.resume import ResumeCursor
 from messenger.store import Store
@@ -59,6 +61,10 @@ ASK_TIMEOUT_SECONDS = 30.0
 #: A fan-out still incomplete after this long is finished by the sweep (its writer died).
 FANOUT_SWEEP_AGE_SECONDS = 10.0
 FANOUT_SWEEP_INTERVAL_SECONDS = 10.0
+#: How often the node compares its feeds' positions with the store's stream heads.
+POSITION_CHECK_SECONDS = 5.0
+#: On close, how long publications still queued for the broker may take to leave.
+BROKER_FLUSH_SECONDS = 2.0
 
 
 @dataclass
@@ -90,12 +96,16 @@ class PollResult:
 
 class RealtimeHub:
     def __init__(self, settings: Settings, store: Store, attachments: AttachmentClaims,
-                 network: InProcessNetwork | None = None, node_id: str | None = None) -> None:
+                 network: InProcessNetwork | None = None, node_id: str | None = None,
+                 presence: PresenceManager | None = None) -> None:
         self.settings = settings
         self.store = store
         self.node_id = node_id or uuid.uuid4().hex
         self.history = StoreHistory(store)
-        self.broker: Broker = InProcessBroker(self.node_id, self.history, network)
+        self.backends = open_backends(settings, self.node_id, self.history, network, presence)
+        self.broker: Broker = self.backends.broker
+        self.presence: PresenceManager = self.backends.presence
+        self._presence_lost = False  # a heartbeat failed: re-add this node's users when back
         self.node = Node(self.broker, self.history, store, settings.stream_gap_hold)
         self.publisher = StreamPublisher(store, self.broker, self.history,
                                          settings.stream_fanout_max_members)
@@ -128,14 +138,24 @@ class RealtimeHub:
         await self._complete_fanouts()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._sweep_streams()),
-                       loop.create_task(self._sweep_idle())]
+                       loop.create_task(self._sweep_idle()),
+                       loop.create_task(self._heartbeat()),
+                       loop.create_task(self._check_positions())]
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await self.users.stop_all()
         await self.chats.stop_all()
+        try:  # what this node published reaches the others before it goes
+            await asyncio.wait_for(self.broker.flushed(), BROKER_FLUSH_SECONDS)
+        except TimeoutError:
+            log.warning("publications still queued for the broker after %.0fs: dropped (they "
+                        "are stored; other nodes read them from the store)", BROKER_FLUSH_SECONDS)
         await self.node.close()
+        # This node's presence entries are left to expire (PRESENCE_NODE_TTL_SECONDS): its
+        # users reconnecting elsewhere meanwhile do not flap; the others go offline then.
+        await self.backends.close()
 
     async def _complete_fanouts(self) -> None:
         before = utcnow() - timedelta(seconds=FANOUT_SWEEP_AGE_SECONDS)
@@ -156,6 +176,14 @@ class RealtimeHub:
                     await self.store.trim_streams(utcnow() - timedelta(seconds=retention))
             except Exception:
                 log.exception("stream sweep failed; will retry")
+
+    async def _check_positions(self) -> None:
+        while True:
+            await asyncio.sleep(POSITION_CHECK_SECONDS)
+            try:
+                await self.node.check_positions()
+            except Exception:
+                log.exception("checking stream positions failed; will retry")
 
     # -- sessions ----------------------------------------------------------------------------
     async def open_session(self, user_id: str, session: Session) -> None:
@@ -216,6 +244,13 @@ class RealtimeHub:
     def untrack(self, session: Any) -> None:
         self._ws_sessions.discard(session)
 
+    # >>> shutdown (graceful shutdown helper; one method) >>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>
+    def websocket_sessions(self) -> list[Any]:
+        """The WebSocket sessions tracked now, from ``track`` until ``untrack`` (a copy: the
+        shutdown closes each with 1001 and waits until none is left)."""
+        return list(self._ws_sessions)
+    # <<< shutdown <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<
+
     async def _sweep_idle(self) -> None:
         idle = self.settings.ws_idle_timeout
         while True:
@@ -246,6 +281,25 @@ class RealtimeHub:
 
     # -- presence (the user actors' PresenceListener) ----------------------------------------------
     async def presence_changed(self, user_id: str, online: bool, at: datetime) -> None:
+        """The user's first session here opened, or their last one here closed (after the
+        grace): this node's entry is added or removed, and the change is announced unless
+        another node still holds the user."""
+        ttl = self.settings.presence_node_ttl
+        try:
+            if online:
+                await self.presence.add(user_id, self.node_id, ttl)
+            else:
+                await self.presence.remove(user_id, self.node_id)
+                if await self.presence.online([user_id]):
+                    return  # still online through another node
+        except BrokerError as exc:
+            if not self._presence_lost:
+                log.warning("presence not shared (%s: %s); announcing it from here until "
+                            "the presence manager answers again", exc.code, exc)
+            self._presence_lost = True  # the next heartbeat that gets through re-adds
+        await self._announce_presence(user_id, online, at)
+
+    async def _announce_presence(self, user_id: str, online: bool, at: datetime) -> None:
         try:  # for missed-message digests; the live presence event goes out regardless
             await self.store.record_presence(user_id, online, at)
         except Exception:
@@ -256,6 +310,38 @@ class RealtimeHub:
         if contacts:
             await self.publisher.ephemeral_to_users(
                 sorted(contacts), frames.presence(user_id, online, at), user_id)
+
+    async def _heartbeat(self) -> None:
+        """Keep this node's entries alive; announce offline the users whose last entry expired
+        (a node that stopped without a word: each such user is announced by one node)."""
+        ttl = self.settings.presence_node_ttl
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                await self.beat()
+            except BrokerError as exc:
+                if not self._presence_lost:
+                    log.warning("presence heartbeat failed (%s); retrying", exc.code)
+                self._presence_lost = True
+            except Exception:
+                log.exception("presence heartbeat failed; retrying")
+
+    async def beat(self) -> None:
+        """One heartbeat (the task runs it every third of ``PRESENCE_NODE_TTL_SECONDS``)."""
+        ttl = self.settings.presence_node_ttl
+        await self.presence.refresh(self.node_id, ttl)
+        if self._presence_lost:  # entries may have expired meanwhile: hold this node's again
+            for actor in self.users.values():
+                if actor.online:  # and say so again: another node may have announced offline
+                    await self.presence.add(actor.user_id, self.node_id, ttl)
+                    await self._announce_presence(actor.user_id, True, utcnow())
+            self._presence_lost = False
+        for user_id in await self.presence.expire():
+            actor = self.users.get(user_id)
+            if actor is not None and actor.online:  # ours after all: hold it again
+                await self.presence.add(user_id, self.node_id, ttl)
+                continue
+            await self._announce_presence(user_id, False, utcnow())
 
     # -- chat changes (ChatService's notifier) -----------------------------------------------
     async def chat_created(self, chat: Chat) -> None:

@@ -47,6 +47,12 @@ class Settings:
     mongo_timeout_ms: int
     data_dir: Path
     sqlite_synchronous: str
+    # scale-out (docs/DEPLOYMENT.md): Redis routes events between processes when set
+    redis_url: str | None
+    redis_prefix: str
+    redis_reconnect_max: float
+    presence_node_ttl: float
+    shutdown_drain: float
     # auth
     jwt_secret: str
     jwt_issuer: str
@@ -412,6 +418,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if mongo_url is not None and not mongo_url.startswith(("mongodb://", "mongodb+srv://")):
         raise ConfigError("MONGO_URL: must start with mongodb:// or mongodb+srv://")
 
+    redis_url = _str("REDIS_URL", None)(env)
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL: must start with redis://, rediss:// or unix://")
+    prefix = _str("REDIS_PREFIX", "messenger")(env) or ""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", prefix):
+        raise ConfigError("REDIS_PREFIX: 1-64 letters, digits, '_', '.' or '-'")
+
     log_level = (_str("LOG_LEVEL", "INFO")(env) or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -428,6 +441,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "mongo_timeout_ms": _int("MONGO_TIMEOUT_MS", 5000, 100, 120_000)(env),
         "data_dir": Path(_str("MESSENGER_DATA_DIR", "var")(env) or "var"),
         "sqlite_synchronous": _sqlite_synchronous(env),
+        "redis_url": redis_url,
+        "redis_prefix": _str("REDIS_PREFIX", "messenger")(env),
+        "redis_reconnect_max": _float("REDIS_RECONNECT_MAX_SECONDS", 5.0, 0.1, 300.0)(env),
+        "presence_node_ttl": _float("PRESENCE_NODE_TTL_SECONDS", 15.0, 0.5, 30.0)(env),
+        "shutdown_drain": _float("SHUTDOWN_DRAIN_SECONDS", 1.0, 0.0, 60.0)(env),
         "jwt_secret": secret,
         "jwt_issuer": _str("JWT_ISSUER", "messenger")(env),
         "jwt_audience": _str("JWT_AUDIENCE", "messenger-clients")(env),

@@ -29,7 +29,9 @@ def test_env_file_example_lists_every_setting() -> None:
              and not line.startswith("#")}
     read_by_loader = {
         "ENV", "HOST", "PORT", "LOG_LEVEL", "MONGO_URL", "MONGO_DB", "MONGO_WRITE_CONCERN",
-        "MONGO_TIMEOUT_MS", "MESSENGER_DATA_DIR", "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",
+        "MONGO_TIMEOUT_MS", "MESSENGER_DATA_DIR", "REDIS_URL", "REDIS_PREFIX",
+        "REDIS_RECONNECT_MAX_SECONDS", "PRESENCE_NODE_TTL_SECONDS", "SHUTDOWN_DRAIN_SECONDS",
+        "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",
         "ACCESS_TOKEN_TTL_SECONDS", "REFRESH_TOKEN_TTL_SECONDS", "BCRYPT_ROUNDS",
         # auth rate limits
         "AUTH_LIMIT_LOGIN_PER_IP", "AUTH_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",

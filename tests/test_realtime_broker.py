@@ -527,7 +527,22 @@ async def test_presence_expires_after_the_ttl_unless_refreshed() -> None:
     assert await presence.online([alice, bob]) == set()
     await presence.refresh("n1", 30)  # too late: an expired entry is not revived
     assert await presence.online([alice, bob]) == set()
-    assert presence.entries == 0  # a heartbeat forgets expired entries (of every node)
+    assert sorted(await presence.expire()) == sorted([alice, bob])  # each user once
+    assert await presence.expire() == []
+    assert presence.entries == 0
+
+
+async def test_expire_returns_only_users_with_no_live_entry_left() -> None:
+    clock = FakeClock()
+    presence = InProcessPresence(clock)
+    alice, bob = new_id(), new_id()
+    await presence.add(alice, "n1", 10)
+    await presence.add(alice, "n2", 30)  # alice also on a node that keeps beating
+    await presence.add(bob, "n1", 10)
+    clock.now += 10  # n1 stopped
+    assert await presence.expire() == [bob]
+    assert await presence.online([alice, bob]) == {alice}
+    assert presence.entries == 1
 
 
 async def test_a_user_is_online_while_any_node_holds_them() -> None:

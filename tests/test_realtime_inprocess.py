@@ -263,3 +263,27 @@ async def test_an_event_stored_but_never_published_is_read_from_the_store(
                                                                          "published"]
     cursors = [f["event_id"] for f in outlet.of("new_message")]
     assert [ResumeCursor.decode(c).user_offset for c in cursors] == [1, 2]
+
+
+async def test_a_last_event_never_published_reaches_the_session_by_the_position_check(
+    services: Services,
+) -> None:
+    """Nothing follows the unpublished event, so no gap shows: the node's periodic position
+    check finds the session behind the store's head, and — still behind at the next check —
+    reads it. One check alone does not read (the event may be on its way live)."""
+    hub, store = services.realtime, services.store
+    ann, bob = await users(services, 2)
+    chat, _ = await store.create_chat(ChatType.GROUP, [ann.id, bob.id], "team", None)
+    feed, outlet = await session(hub, bob)
+    await feed.settled()
+    [stored] = await store.append_messages(chat.id, [MessageDraft(ann.id, "unpublished")])
+    assert not isinstance(stored, SenderNotMember)
+    await store.append_chat_event(chat.id, frames.new_message(stored.message),
+                                  [ann.id, bob.id], message_seq=stored.message.seq)
+    await hub.node.check_positions()
+    await feed.settled()
+    assert outlet.of("new_message") == []  # behind once: may be on its way
+    await hub.node.check_positions()
+    await outlet.wait_for("new_message", 1)
+    assert [f["message"]["text"] for f in outlet.of("new_message")] == ["unpublished"]
+

@@ -302,6 +302,19 @@ class Broker(Protocol):
         when the one being handled is the last for now)."""
         ...
 
+    async def flushed(self) -> None:
+        """Return once every publication made so far has left this node (or was dropped):
+        a node calls it before ``close`` on shutdown."""
+        ...
+
+    #: What readiness names this broker (``in-process``, ``redis``).
+    backend: str
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker's server is reachable now (always True in process)."""
+        ...
+
 
 # -- shared pieces of every implementation --------------------------------------------------------
 class Subscriptions:
@@ -453,6 +466,15 @@ class InProcessBroker:
     def pending(self) -> int:
         """Publications and control messages queued for this node's handler."""
         return self._queue.qsize()
+
+    async def flushed(self) -> None:
+        """Nothing waits to leave: ``publish`` hands over at once."""
+
+    backend = "in-process"
+
+    @property
+    def connected(self) -> bool:
+        return True
 
     async def delivered(self) -> None:
         """Return once everything queued for this node so far has been handled."""

@@ -123,6 +123,8 @@ class Feed:
         self._timer: asyncio.TimerHandle | None = None
         self._jobs: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
         self._followed: set[str] = set()
+        #: stream: the store's head at the last periodic check that found this feed behind it
+        self._behind: dict[str, int] = {}
         self._leaving: set[str] = set()  # chat streams of a removal being handled
         self._restarting = False
         self.page = FILL_PAGE if max_frames is None else max(1, min(FILL_PAGE, max_frames))
@@ -191,6 +193,7 @@ class Feed:
 
     def _drop_cursor(self, stream: str) -> None:
         self.cursors.pop(stream, None)
+        self._behind.pop(stream, None)
         self.delivered.pop(stream, None)
         self._around.clear()
 
@@ -209,9 +212,28 @@ class Feed:
         while self._task is not None and not self.closed:
             await asyncio.wait([self._task])
 
-    def recheck(self) -> None:
-        """Publications may have been lost (the broker reconnected): read every stream on."""
-        self._kick(self._catch_up)
+    def recheck(self, stream: str | None = None, head: int | None = None,
+                lost: bool = True) -> None:
+        """Publications may have been lost: read ``stream`` on (None: every stream) unless its
+        cursor is at ``head`` (the store's) already. ``lost`` (the broker reconnected): at
+        once. Otherwise (the periodic check) only if the cursor is still below the head seen
+        at the previous check: an event stored a moment ago may be on its way live, and must
+        reach the session that sent it live (its ``message_sent``), not read back."""
+        if stream is None:
+            self._kick(self._catch_up)
+            return
+        cursor = self.cursors.get(stream)
+        if cursor is None:
+            return
+        if head is not None and cursor.offset >= head and not cursor.held:
+            self._behind.pop(stream, None)
+            return
+        seen = self._behind.get(stream)
+        if head is not None:
+            self._behind[stream] = head
+        if lost or (seen is not None and cursor.offset < seen):
+            self._behind.pop(stream, None)
+            self._kick(lambda: self._fill(stream, None))
 
     # -- the cursor --------------------------------------------------------------------------
     def cursor_text(self) -> str:

@@ -22,6 +22,9 @@ from messenger.realtime.history import StoreHistory
 
 log = logging.getLogger("messenger.realtime.node")
 
+#: Streams whose heads one store query reads after the broker reconnects.
+RECHECK_BATCH = 500
+
 ControlListener = Callable[[ControlMessage], Awaitable[None]]
 
 
@@ -86,10 +89,29 @@ class Node:
         log.warning("broker connection lost: feeds fill from the store when it is back")
 
     async def on_reconnected(self) -> None:
-        """Anything published meanwhile may be lost: every feed reads its streams again."""
-        for feeds in self.feeds.values():
-            for feed in feeds:
-                feed.recheck()
+        """Anything published meanwhile may be lost: every feed reads on what it missed."""
+        try:
+            await self.check_positions(lost=True)
+        except Exception:
+            log.warning("reading stream heads after a reconnect failed; the periodic check "
+                        "will", exc_info=True)
+
+    async def check_positions(self, lost: bool = False) -> None:
+        """Each followed stream's head is read from the store (one query per
+        ``RECHECK_BATCH`` streams), and every feed behind a head reads that stream on from its
+        cursor: at once after a reconnect (``lost``); periodically (the hub), when it is still
+        behind the head of the previous check. So a publication lost without a reconnect — its
+        writer died between the store and the broker, a batch lost on the way to Redis —
+        reaches the feeds within two periods even if nothing follows it, and one merely on its
+        way is not read back."""
+        streams = list(self.feeds)
+        for start in range(0, len(streams), RECHECK_BATCH):
+            batch = streams[start:start + RECHECK_BATCH]
+            heads = await self.history_source.bounds(batch)  # fails: the next check retries
+            for stream in batch:
+                head = heads.get(stream, (0, 0))[1]
+                for feed in list(self.feeds.get(stream, ())):
+                    feed.recheck(stream, head, lost)
 
     # -- FeedHost ------------------------------------------------------------------------------
     async def follow(self, stream: str, feed: Feed) -> None:

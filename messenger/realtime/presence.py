@@ -56,6 +56,12 @@ class PresenceManager(Protocol):
         """Those of ``user_ids`` that some node holds now."""
         ...
 
+    async def expire(self, limit: int = 1000) -> list[str]:
+        """Forget entries past their deadline (at most ``limit``) and return the users left
+        with no live entry on any node: each such user to exactly one caller, on whichever
+        node calls first (survivors announce a stopped node's users offline, once)."""
+        ...
+
 
 def check_ttl(ttl: float) -> float:
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
@@ -86,9 +92,10 @@ class InProcessPresence:
     async def refresh(self, node_id: str, ttl: float) -> None:
         now = self._clock()
         deadline = now + check_ttl(ttl)
-        self._expire(now)  # first: an expired entry is gone, not revived
         for user_id in self._users_of.get(node_id, ()):
-            self._deadlines[user_id][node_id] = deadline
+            nodes = self._deadlines[user_id]
+            if nodes[node_id] > now:  # an expired entry is gone (``expire`` drops it), not revived
+                nodes[node_id] = deadline
 
     async def online(self, user_ids: Iterable[str]) -> set[str]:
         now = self._clock()
@@ -97,21 +104,25 @@ class InProcessPresence:
             if any(deadline > now for deadline in self._deadlines.get(user_id, {}).values())
         }
 
-    @property
-    def entries(self) -> int:
-        """How many entries are kept (expired ones go at the next ``refresh`` of any node)."""
-        return sum(len(nodes) for nodes in self._deadlines.values())
-
-    def _expire(self, now: float) -> None:
-        """Forget expired entries (``online`` already ignores them: this only bounds memory)."""
+    async def expire(self, limit: int = 1000) -> list[str]:
+        now = self._clock()
         expired = [
             (user_id, node_id)
             for user_id, nodes in self._deadlines.items()
             for node_id, deadline in nodes.items()
             if deadline <= now
-        ]
+        ][:limit]
+        offline = []
         for user_id, node_id in expired:
             self._drop(user_id, node_id)
+            if user_id not in self._deadlines:
+                offline.append(user_id)
+        return offline
+
+    @property
+    def entries(self) -> int:
+        """How many entries are kept (expired ones go at the next ``expire``)."""
+        return sum(len(nodes) for nodes in self._deadlines.values())
 
     def _drop(self, user_id: str, node_id: str) -> None:
         nodes = self._deadlines.get(user_id)

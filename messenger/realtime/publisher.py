@@ -26,7 +26,7 @@ from typing import Protocol
 
 from messenger.models import Chat, ChatEvent, ChatEventWrite, Message
 from messenger.realtime import frames
-from messenger.realtime.broker import Broker, Publication
+from messenger.realtime.broker import Broker, BrokerUnavailable, Publication
 from messenger.realtime.history import StoreHistory
 
 log = logging.getLogger("messenger.realtime.publisher")
@@ -184,6 +184,10 @@ class StreamPublisher:
     async def _publish(self, pub: Publication) -> None:
         try:
             await self.broker.publish(pub)
+        except BrokerUnavailable:
+            # The broker logs its outage once; local feeds got it, the others read it from the
+            # store when the broker is back (ephemeral ones are lost: best effort).
+            pass
         except Exception:
             log.warning("publishing %s offset %d failed (it is stored; feeds will read it)",
                         pub.stream, pub.offset, exc_info=True)
