@@ -139,8 +139,9 @@ class RealtimeHub:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._sweep_streams()),
                        loop.create_task(self._sweep_idle()),
-                       loop.create_task(self._heartbeat()),
-                       loop.create_task(self._check_positions())]
+                       loop.create_task(self._heartbeat())]
+        if self.broker.may_lose:  # in process, a publication cannot be lost on the way
+            self._tasks.append(loop.create_task(self._check_positions()))
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -309,6 +309,9 @@ class Broker(Protocol):
 
     #: What readiness names this broker (``in-process``, ``redis``).
     backend: str
+    #: Whether a publication can be lost on the way (a network broker): the node then also
+    #: checks its streams' positions against the store periodically.
+    may_lose: bool
 
     @property
     def connected(self) -> bool:
@@ -471,6 +474,7 @@ class InProcessBroker:
         """Nothing waits to leave: ``publish`` hands over at once."""
 
     backend = "in-process"
+    may_lose = False
 
     @property
     def connected(self) -> bool:

@@ -169,6 +169,7 @@ class RedisBroker:
     """A node's broker over Redis (see the module docstring for the exact guarantees)."""
 
     backend = "redis"
+    may_lose = True
 
     def __init__(
         self,
