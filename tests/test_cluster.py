@@ -171,7 +171,7 @@ async def test_a_killed_nodes_users_go_offline_within_the_bound_and_leave_no_gho
         cluster.kill(0)
         # entries live NODE_TTL after the last heartbeat; survivors sweep every NODE_TTL / 3
         await b.expect(presence_of(alice, "offline"), timeout=NODE_TTL * 4 / 3 + 5)
-        assert loop.time() - killed_at <= NODE_TTL * 4 / 3 + 1.0
+        assert loop.time() - killed_at <= NODE_TTL * 4 / 3 + 2.0  # the bound, plus delivery
         a.close()
 
         cluster.restart(0)
