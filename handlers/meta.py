@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 
 from handlers.base import BaseHandler
+from messenger.api_spec import build_spec, dump_spec
 from messenger.drain import Drain
 from messenger.errors import ServiceUnavailable
 from messenger.store import StoreError
@@ -19,6 +22,29 @@ class RootHandler(BaseHandler):
 
     def get(self) -> None:
         self.send_json({"app": "web-messenger", "env": self.services.settings.env})
+
+
+@functools.cache
+def openapi_document() -> tuple[bytes, str]:
+    """``openapi.json``'s bytes and their ETag, built once per process (the spec is code)."""
+    body = dump_spec(build_spec())
+    return body, f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+
+
+class OpenApiHandler(BaseHandler):
+    """This API's OpenAPI document (API_CONTRACT.md "Service endpoints")."""
+
+    requires_auth = False
+
+    def get(self) -> None:
+        body, etag = openapi_document()
+        self.set_header("ETag", etag)
+        self.set_header("Cache-Control", "no-cache")
+        if etag in self.request.headers.get("If-None-Match", ""):
+            self.set_status(304)
+            return
+        self.set_header("Content-Type", "application/json")
+        self.write(body)
 
 
 class HealthHandler(BaseHandler):

@@ -20,7 +20,7 @@ from handlers.email import (
 from handlers.events import EventsHandler
 from handlers.members import ChatMemberHandler, ChatMembersHandler
 from handlers.messages import MessagesHandler
-from handlers.meta import HealthHandler, ReadyHandler, RootHandler
+from handlers.meta import HealthHandler, OpenApiHandler, ReadyHandler, RootHandler
 from handlers.storage import StorageHandler
 from handlers.typing import TypingHandler
 from handlers.uploads import AttachmentHandler, UploadCompleteHandler, UploadsHandler
@@ -31,6 +31,7 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/", RootHandler),
     ("/api/healthz", HealthHandler),
     ("/api/readyz", ReadyHandler),
+    ("/api/openapi.json", OpenApiHandler),
     ("/api/auth/register", RegisterHandler),
     ("/api/auth/login", LoginHandler),
     ("/api/auth/refresh", RefreshHandler),

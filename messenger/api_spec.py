@@ -318,6 +318,22 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 auth=False,
             )
         },
+        "/api/openapi.json": {
+            "get": parts.operation(
+                "getOpenApi",
+                "meta",
+                "This API's OpenAPI document",
+                {
+                    "200": parts.ok(
+                        "The OpenAPI 3.1 document (the repository's openapi.json).",
+                        {"type": "object", "required": ["openapi", "info", "paths"]},
+                    ),
+                    "304": {"description": "Not modified: `If-None-Match` named its ETag."},
+                    **parts.error_responses("internal_error"),
+                },
+                auth=False,
+            )
+        },
         "/api/readyz": {
             "get": parts.operation(
                 "getReady",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from openapi_spec_validator import validate
 
 from tests.support.api import Api, expect_error, is_json_response
+from tests.support.processes import ROOT
 
 BACKEND_NAMES = {"sqlite": "sqlite", "mongo": "mongodb"}
 
@@ -21,6 +23,21 @@ async def test_healthz_ok(server) -> None:
     assert resp.status == 200
     assert is_json_response(resp)
     assert resp.json == {"status": "ok"}
+
+
+async def test_the_running_server_serves_its_openapi_document(server) -> None:
+    api = Api(server.base_url)
+    resp = await api.get("/api/openapi.json")
+    assert resp.status == 200
+    assert is_json_response(resp)
+    assert resp.body == (ROOT / "openapi.json").read_bytes()  # the committed document, exactly
+    validate(resp.json)  # a valid OpenAPI 3.1 document
+    etag = resp.header("ETag")
+    assert etag
+    again = await api.get("/api/openapi.json", headers={"If-None-Match": etag})
+    assert (again.status, again.body) == (304, b"")
+    other = await api.get("/api/openapi.json", headers={"If-None-Match": '"stale"'})
+    assert other.status == 200 and other.body == resp.body
 
 
 async def test_readyz_reports_the_backend(server) -> None:
