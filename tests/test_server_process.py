@@ -101,3 +101,18 @@ async def test_readyz_and_requests_report_mongodb_down(tmp_path: Path) -> None:
     finally:
         server.stop()
         mongo.close()
+
+
+def test_migrate_help_answers_without_touching_a_store(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = {"PATH": "/usr/bin:/bin", "MESSENGER_DATA_DIR": str(data_dir), "ENV": "test",
+           "JWT_SECRET": TEST_SECRET}
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/migrate"), "--help"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: migrate")
+    assert not data_dir.exists()  # nothing was created, nothing migrated
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/migrate")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "migrated sqlite database" in done.stdout and data_dir.exists()
