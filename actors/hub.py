@@ -96,13 +96,12 @@ class PollResult:
 
 class RealtimeHub:
     def __init__(self, settings: Settings, store: Store, attachments: AttachmentClaims,
-                 network: InProcessNetwork | None = None, node_id: str | None = None,
-                 presence: PresenceManager | None = None) -> None:
+                 network: InProcessNetwork | None = None, node_id: str | None = None) -> None:
         self.settings = settings
         self.store = store
         self.node_id = node_id or uuid.uuid4().hex
         self.history = StoreHistory(store)
-        self.backends = open_backends(settings, self.node_id, self.history, network, presence)
+        self.backends = open_backends(settings, self.node_id, self.history, network)
         self.broker: Broker = self.backends.broker
         self.presence: PresenceManager = self.backends.presence
         self._presence_lost = False  # a heartbeat failed: re-add this node's users when back
@@ -245,12 +244,10 @@ class RealtimeHub:
     def untrack(self, session: Any) -> None:
         self._ws_sessions.discard(session)
 
-    # >>> shutdown (graceful shutdown helper; one method) >>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>
     def websocket_sessions(self) -> list[Any]:
         """The WebSocket sessions tracked now, from ``track`` until ``untrack`` (a copy: the
         shutdown closes each with 1001 and waits until none is left)."""
         return list(self._ws_sessions)
-    # <<< shutdown <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<
 
     async def _sweep_idle(self) -> None:
         idle = self.settings.ws_idle_timeout

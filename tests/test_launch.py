@@ -43,8 +43,8 @@ import yaml
 
 from config import load_settings
 from tests.support.api import Api
-from tests.support.nginx import cluster_script, ensure_nginx, nginx_or_skip
-from tests.support.processes import free_port
+from tests.support.nginx import ensure_nginx, nginx_or_skip
+from tests.support.processes import cluster_script, free_port
 from tests.support.ws import WsClient
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,12 +37,10 @@ class Backends:
 
 
 def open_backends(settings: Settings, node_id: str, history: HistorySource,
-                  network: InProcessNetwork | None = None,
-                  presence: PresenceManager | None = None) -> Backends:
+                  network: InProcessNetwork | None = None) -> Backends:
     """The node's broker and presence manager, not yet started (``broker.start`` does)."""
     if settings.redis_url is None:
-        return Backends(InProcessBroker(node_id, history, network),
-                        presence if presence is not None else InProcessPresence())
+        return Backends(InProcessBroker(node_id, history, network), InProcessPresence())
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=REDIS_POOL_CONNECTIONS,

@@ -212,25 +212,20 @@ class Feed:
         while self._task is not None and not self.closed:
             await asyncio.wait([self._task])
 
-    def recheck(self, stream: str | None = None, head: int | None = None,
-                lost: bool = True) -> None:
-        """Publications may have been lost: read ``stream`` on (None: every stream) unless its
-        cursor is at ``head`` (the store's) already. ``lost`` (the broker reconnected): at
-        once. Otherwise (the periodic check) only if the cursor is still below the head seen
-        at the previous check: an event stored a moment ago may be on its way live, and must
-        reach the session that sent it live (its ``message_sent``), not read back."""
-        if stream is None:
-            self._kick(self._catch_up)
-            return
+    def recheck(self, stream: str, head: int, lost: bool) -> None:
+        """Publications of ``stream`` may have been lost: read it on unless its cursor is at
+        ``head`` (the store's) already. ``lost`` (the broker reconnected): at once. Otherwise
+        (the periodic check) only if the cursor is still below the head seen at the previous
+        check: an event stored a moment ago may be on its way live, and must reach the session
+        that sent it live (its ``message_sent``), not read back."""
         cursor = self.cursors.get(stream)
         if cursor is None:
             return
-        if head is not None and cursor.offset >= head and not cursor.held:
+        if cursor.offset >= head and not cursor.held:
             self._behind.pop(stream, None)
             return
         seen = self._behind.get(stream)
-        if head is not None:
-            self._behind[stream] = head
+        self._behind[stream] = head
         if lost or (seen is not None and cursor.offset < seen):
             self._behind.pop(stream, None)
             self._kick(lambda: self._fill(stream, None))

@@ -22,7 +22,7 @@ from messenger.realtime.history import StoreHistory
 
 log = logging.getLogger("messenger.realtime.node")
 
-#: Streams whose heads one store query reads after the broker reconnects.
+#: Streams whose heads one store query reads when the node checks its feeds' positions.
 RECHECK_BATCH = 500
 
 ControlListener = Callable[[ControlMessage], Awaitable[None]]

@@ -3,19 +3,15 @@ in front of messenger nodes with the config ``scripts/cluster`` renders (its ``N
 
 from __future__ import annotations
 
-import functools
-import importlib.machinery
-import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.support.processes import ROOT, free_port, stop, wait_for_port
+from tests.support.processes import cluster_script, free_port, stop, wait_for_port
 
 NGINX_PATH = os.pathsep.join(["/usr/sbin", "/usr/local/sbin", os.environ.get("PATH", "")])
 
@@ -40,18 +36,6 @@ def nginx_or_skip() -> str:
         pytest.skip("nginx is not installed and could not be installed here"
                     " (apt-get install nginx needs root and a package mirror)")
     return nginx
-
-
-@functools.cache
-def cluster_script() -> ModuleType:
-    """``scripts/cluster`` as a module (it has no .py suffix), for its plain classes."""
-    loader = importlib.machinery.SourceFileLoader("cluster_script", str(ROOT / "scripts/cluster"))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[loader.name] = module  # dataclasses look their module up
-    loader.exec_module(module)
-    return module
 
 
 class Nginx:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.util
 import os
 import socket
 import subprocess
@@ -10,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,3 +121,15 @@ class MessengerServer:
 
     def stop(self) -> int:
         return stop(self.proc) if self.proc else 0
+
+
+@functools.cache
+def cluster_script() -> ModuleType:
+    """``scripts/cluster`` as a module (it has no .py suffix), for its plain classes."""
+    loader = importlib.machinery.SourceFileLoader("cluster_script", str(ROOT / "scripts/cluster"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module  # dataclasses look their module up
+    loader.exec_module(module)
+    return module

