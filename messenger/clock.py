@@ -21,6 +21,24 @@ def from_millis(millis: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=int(millis))
 
 
+#: ``iso_millis``'s rendered seconds; cleared when full (a page of history shares a few seconds).
+_SECONDS: dict[int, str] = {}
+_SECONDS_MAX = 4096
+
+
+def iso_millis(millis: int) -> str:
+    """``isoformat(from_millis(millis))``, without building a datetime: the rendering of each
+    whole second is kept, so a record costs a dictionary lookup and one small format."""
+    seconds, rest = divmod(millis, 1000)
+    prefix = _SECONDS.get(seconds)
+    if prefix is None:
+        if len(_SECONDS) >= _SECONDS_MAX:
+            _SECONDS.clear()
+        prefix = _SECONDS[seconds] = (_EPOCH + timedelta(seconds=seconds)).strftime(
+            "%Y-%m-%dT%H:%M:%S")
+    return f"{prefix}.{rest:03d}Z"
+
+
 def isoformat(value: datetime) -> str:
     """``2026-11-26T12:34:56.789Z`` (C-level ``isoformat``: this runs for every rendered record)."""
     if value.tzinfo is None:

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from messenger.clock import isoformat
+from messenger.clock import from_millis, iso_millis, isoformat
 
 
 class ChatType(StrEnum):
@@ -94,8 +94,14 @@ class Message:
     sender_id: str
     text: str
     client_msg_id: str | None
-    created_at: datetime
+    #: milliseconds since the epoch, UTC (what both stores keep): history pages and events
+    #: render it straight to ISO 8601 without building a datetime per message
+    created_ms: int
     attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def created_at(self) -> datetime:
+        return from_millis(self.created_ms)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,8 +111,9 @@ class Message:
             "sender_id": self.sender_id,
             "text": self.text,
             "client_msg_id": self.client_msg_id,
-            "created_at": isoformat(self.created_at),
-            "attachments": [attachment.to_json() for attachment in self.attachments],
+            "created_at": iso_millis(self.created_ms),
+            "attachments": [attachment.to_json() for attachment in self.attachments]
+            if self.attachments else [],
         }
 
 

@@ -19,7 +19,8 @@ from messenger.passwords import PasswordHasher
 from messenger.realtime.broker import InProcessNetwork
 from messenger.storage import ObjectStorage, open_storage
 from messenger.store import Store, open_store
-from messenger.tokens import ACCESS, TokenClaims, TokenCodec
+from messenger.token_cache import VerifiedAccessTokens
+from messenger.tokens import TokenClaims, TokenCodec
 
 
 @dataclass
@@ -39,8 +40,10 @@ class Services:
     upload_cleaner: UploadCleaner | None = field(default=None, init=False)
     email: EmailService = field(init=False)
     mail_workers: MailWorkers = field(init=False)
+    access_tokens: VerifiedAccessTokens = field(init=False)
 
     def __post_init__(self) -> None:
+        self.access_tokens = VerifiedAccessTokens(self.tokens)
         self.realtime = RealtimeHub(self.settings, self.store, attachments=self.chats,
                                     network=self.network)
         self.chats.set_notifier(self.realtime)
@@ -90,7 +93,7 @@ class Services:
     async def authenticate(self, access_token: str) -> TokenClaims:
         """The claims of a valid access token of an existing account; ``InvalidToken`` for
         anything else (the REST bearer check and the WebSocket handshake both use this)."""
-        claims = self.tokens.decode(access_token, ACCESS)
+        claims = self.access_tokens.decode(access_token)
         if not await self.known_users.exists(claims.user_id):
             raise InvalidToken("the account of this token does not exist")
         return claims

@@ -25,6 +25,7 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
+from messenger.clock import to_millis
 from messenger.ids import is_valid_id
 from messenger.models import (
     Attachment,
@@ -285,7 +286,7 @@ def to_message(doc: Doc) -> Message:
         str(doc["sender_id"]),
         doc["text"],
         doc.get("client_msg_id"),
-        utc(doc["created_at"]),
+        to_millis(utc(doc["created_at"])),
         tuple(
             Attachment(str(item["id"]), item["filename"], item["content_type"], item["size"])
             for item in doc.get("attachments") or ()

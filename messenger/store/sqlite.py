@@ -745,7 +745,7 @@ def _append(
             draft.sender_id,
             draft.text,
             draft.client_msg_id,
-            now,
+            now_ms,
             tuple(draft.attachments),
         )
         if key is not None:
@@ -840,10 +840,9 @@ def _chat(row: Row, member_ids: tuple[str, ...]) -> Chat:
 
 def _message(row: Row) -> Message:
     message_id, chat_id, seq, sender_id, text, client_msg_id, created_ms, attached = row
-    created_at = from_millis(created_ms)
     attachments = _attachments(attached) if attached else ()
     return Message(
-        message_id, chat_id, seq, sender_id, text, client_msg_id, created_at, attachments
+        message_id, chat_id, seq, sender_id, text, client_msg_id, created_ms, attachments
     )
 
 
