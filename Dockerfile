@@ -10,7 +10,7 @@ RUN groupadd --system --gid 10001 messenger \
     && useradd --system --uid 10001 --gid messenger --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin messenger \
     && mkdir -p /data && chown messenger:messenger /data
-COPY pyproject.toml setup.cfg README.md ./
+COPY pyproject.toml setup.cfg README.md .env.example ./
 COPY messenger ./messenger
 COPY actors ./actors
 COPY handlers ./handlers

@@ -129,6 +129,7 @@ class RealtimeHub:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._ws_sessions: set[Any] = set()
+        self.open_polls = 0  # long polls in progress (metrics)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -200,6 +201,18 @@ class RealtimeHub:
             except Exception:
                 pass  # the actor is gone, and the session with it
 
+    async def online_contacts(self, user_id: str) -> list[str]:
+        """The user's presence contacts that some node holds now, sorted (the snapshot a new
+        WebSocket gets after ``ready``, API contract §8); none while presence is unreachable."""
+        contacts = await self.store.contact_ids(user_id, self.settings.presence_max_chat_members)
+        contacts.discard(user_id)
+        if not contacts:
+            return []
+        try:
+            return sorted(await self.presence.online(contacts))
+        except BrokerError:
+            return []
+
     async def open_feed(self, user_id: str, outlet: Outlet,
                         resume: ResumeCursor | None) -> tuple[Feed, str, bool]:
         """A feed for a WebSocket session, started from ``resume`` (None: from now); returns
@@ -221,6 +234,7 @@ class RealtimeHub:
         await self.open_session(user_id, session)
         feed = Feed(self.node, user_id, outlet, max_frames=self.settings.poll_max_events)
         feed.on_frames = outlet.wake.set
+        self.open_polls += 1
         try:
             cursor, outlet.resynced = await feed.start(resume)
             if resume is None or outlet.resynced:
@@ -234,6 +248,7 @@ class RealtimeHub:
             feed.flush()  # the cursor below counts every frame given: all must be in
             return PollResult(list(outlet.frames), feed.cursor_text(), outlet.resynced)
         finally:
+            self.open_polls -= 1
             await feed.close()
             self.close_session(user_id, session)
 

@@ -89,6 +89,7 @@ class Actor:
         self._stopping = False
         self._failures: collections.deque[float] = collections.deque()
         self._stopped = asyncio.get_running_loop().create_future()
+        self.restarts = 0  # restarts after a failure, ever (metrics)
 
     # -- hooks ---------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -113,6 +114,11 @@ class Actor:
         return True
 
     # -- talking to the actor ------------------------------------------------------------
+    @property
+    def inbox_depth(self) -> int:
+        """Messages waiting in the inbox now (metrics)."""
+        return len(self._inbox)
+
     @property
     def alive(self) -> bool:
         return not self._stopping
@@ -252,6 +258,7 @@ class Actor:
     async def _restart(self) -> bool:
         now = time.monotonic()
         self._failures.append(now)
+        self.restarts += 1
         while self._failures and now - self._failures[0] > self.restart_window:
             self._failures.popleft()
         if len(self._failures) > self.max_restarts:
@@ -289,6 +296,7 @@ class ActorRegistry[K, A: Actor]:
     def __init__(self, factory: Any) -> None:
         self._factory = factory
         self._actors: dict[K, A] = {}
+        self.restarts_of_stopped = 0  # restarts of the actors that left (metrics)
 
     def get(self, key: K) -> A | None:
         actor = self._actors.get(key)
@@ -318,6 +326,7 @@ class ActorRegistry[K, A: Actor]:
         self.get_or_spawn(key).tell(message)
 
     def _forget(self, key: K, actor: A) -> None:
+        self.restarts_of_stopped += actor.restarts
         if self._actors.get(key) is actor:
             del self._actors[key]
 

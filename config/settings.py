@@ -2,6 +2,9 @@
 
 ``load_settings`` validates everything up front and raises ``ConfigError`` with one line naming
 the variable, so a bad deployment fails at start and not on the first request.
+
+A ``.env`` file in the working directory is read by the commands (``python -m messenger ...``,
+``scripts/migrate``) before the settings, under the real environment: ``config/env_file.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from typing import Any
 
 DEFAULT_JWT_SECRET = "local-dev-secret-do-not-use-in-production"
 ENVIRONMENTS = ("local", "test", "development", "staging", "production")
+#: ``LOG_FORMAT``: ``text`` (the default; ``time LEVEL logger: message``) or ``json`` (one object
+#: a line: ``messenger/logs.py``).
+LOG_FORMATS = ("text", "json")
 
 
 #: Every ``AUTH_LIMIT_*`` rate-limit variable (API_CONTRACT.md §2 "Rate limits").
@@ -39,7 +45,10 @@ class Settings:
     env: str
     host: str
     port: int
+    #: ``GET /metrics`` only on ``HOST:METRICS_PORT`` (None: on ``PORT``; API_CONTRACT.md §4).
+    metrics_port: int | None
     log_level: str
+    log_format: str
     # storage
     mongo_url: str | None
     mongo_db: str
@@ -428,13 +437,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_level = (_str("LOG_LEVEL", "INFO")(env) or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+    log_format = (_str("LOG_FORMAT", "text")(env) or "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(
+            f"LOG_FORMAT: must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
 
     s3_key_id, s3_secret = _s3_credentials(env)
     values: dict[str, Any] = {
         "env": mode,
         "host": _str("HOST", "127.0.0.1")(env),
         "port": _int("PORT", 8000, 0, 65535)(env),
+        "metrics_port": _int("METRICS_PORT", 0, 1, 65535)(env) or None,
         "log_level": log_level,
+        "log_format": log_format,
         "mongo_url": mongo_url,
         "mongo_db": _str("MONGO_DB", "messenger")(env),
         "mongo_write_concern": _write_concern(env),
@@ -543,6 +558,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("UPLOAD_ORPHAN_AGE_SECONDS: must not be less than UPLOAD_URL_TTL_SECONDS")
     if values["poll_timeout_default"] > values["poll_timeout_max"]:
         raise ConfigError("POLL_TIMEOUT_DEFAULT_SECONDS: must not exceed POLL_TIMEOUT_MAX_SECONDS")
+    if values["metrics_port"] is not None and values["metrics_port"] == values["port"]:
+        raise ConfigError("METRICS_PORT: must differ from PORT")
     if values["page_size_default"] > values["page_size_max"]:
         raise ConfigError("PAGE_SIZE_DEFAULT: must not exceed PAGE_SIZE_MAX")
     return Settings(**values)

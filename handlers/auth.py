@@ -1,7 +1,9 @@
-"""POST /api/auth/register, /login, /refresh.
+"""POST /api/auth/register, /login, /refresh, /logout and /logout-all.
 
-Each is rate-limited per client address and per account (``messenger.auth_limits``) after its
-field checks and before any bcrypt or database work.
+All but /logout-all are rate-limited per client address and per account
+(``messenger.auth_limits``) after their field checks and before any bcrypt or database work;
+/logout counts against refresh's limits (both are a signature check and one write on a token
+family). /logout-all is a bearer endpoint like any other.
 """
 
 from __future__ import annotations
@@ -55,3 +57,28 @@ class RefreshHandler(BaseHandler):
         limits.refresh_from(self.client_address)
         session = await self.services.accounts.refresh(token, admit=limits.refresh_of)
         self.send_json(session.to_json())
+
+
+class LogoutHandler(BaseHandler):
+    """Revoke the presented refresh token's family -> 204; no bearer token needed."""
+
+    requires_auth = False
+
+    async def post(self) -> None:
+        body = self.json_body()
+        token = validation.string(body, "refresh_token", max_len=4096)
+        assert token is not None
+        limits = self.services.auth_limits
+        limits.refresh_from(self.client_address)
+        await self.services.accounts.logout(token, admit=limits.refresh_of)
+        self.set_status(204)
+        self.finish()
+
+
+class LogoutAllHandler(BaseHandler):
+    """Revoke every refresh-token family of the caller -> 204 (a body is ignored)."""
+
+    async def post(self) -> None:
+        await self.services.accounts.logout_all(self.user_id)
+        self.set_status(204)
+        self.finish()

@@ -21,7 +21,7 @@ import tornado.web
 
 from actors.runtime import ActorError
 from handlers.body import BoundedBody
-from messenger import validation
+from messenger import request_ids, validation
 from messenger.errors import (
     ApiError,
     InternalError,
@@ -33,6 +33,7 @@ from messenger.errors import (
     Unauthorized,
 )
 from messenger.jsonutil import dumps
+from messenger.logs import fields
 from messenger.origins import origin_allowed
 from messenger.redaction import redact
 from messenger.store import StoreUnavailable
@@ -216,16 +217,18 @@ class BaseHandler(tornado.web.RequestHandler):
     ) -> None:
         if isinstance(value, ApiError):
             return
+        named = fields({"request_id": request_ids.request_id(self.request)})  # in JSON logs
         if isinstance(value, StoreUnavailable | ActorError):
             log.warning("%s during %s %s: %s", type(value).__name__, self.request.method,
-                        redact(self.request.path), value)
+                        redact(self.request.path), value, extra=named)
             return
         if isinstance(value, tornado.web.HTTPError):
             log.warning("%d %s %s: %s", value.status_code, self.request.method,
-                        redact(self.request.uri or ""), value.log_message or "")
+                        redact(self.request.uri or ""), value.log_message or "", extra=named)
             return
         log.error("uncaught exception during %s %s", self.request.method,
-                  redact(self.request.uri or ""), exc_info=(typ, value, tb))  # type: ignore
+                  redact(self.request.uri or ""), exc_info=(typ, value, tb),  # type: ignore
+                  extra=named)
 
 
 class NotFoundHandler(BaseHandler):

@@ -7,7 +7,13 @@ import re
 
 import tornado.web
 
-from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
+from handlers.auth import (
+    LoginHandler,
+    LogoutAllHandler,
+    LogoutHandler,
+    RefreshHandler,
+    RegisterHandler,
+)
 from handlers.chats import ChatHandler, ChatReadHandler, ChatsHandler
 from handlers.email import (
     PasswordResetConfirmHandler,
@@ -21,10 +27,12 @@ from handlers.events import EventsHandler
 from handlers.members import ChatMemberHandler, ChatMembersHandler
 from handlers.messages import MessagesHandler
 from handlers.meta import HealthHandler, OpenApiHandler, ReadyHandler, RootHandler
+from handlers.metrics import MetricsHandler
 from handlers.storage import StorageHandler
 from handlers.typing import TypingHandler
 from handlers.uploads import AttachmentHandler, UploadCompleteHandler, UploadsHandler
-from handlers.users import MeHandler, UserHandler
+from handlers.users import MeHandler, UserHandler, UsersHandler
+from handlers.web import AppFiles, AppPage, AppRedirect, DocsFiles, DocsPage
 from handlers.ws import WebSocketHandler
 
 ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
@@ -32,15 +40,19 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/api/healthz", HealthHandler),
     ("/api/readyz", ReadyHandler),
     ("/api/openapi.json", OpenApiHandler),
+    ("/metrics", MetricsHandler),
     ("/api/auth/register", RegisterHandler),
     ("/api/auth/login", LoginHandler),
     ("/api/auth/refresh", RefreshHandler),
+    ("/api/auth/logout", LogoutHandler),
+    ("/api/auth/logout-all", LogoutAllHandler),
     ("/api/auth/verify", VerifyEmailHandler),
     ("/api/auth/verify/resend", ResendVerificationHandler),
     ("/api/auth/password-reset/request", PasswordResetRequestHandler),
     ("/api/auth/password-reset/confirm", PasswordResetConfirmHandler),
     ("/verify-email", VerifyEmailPage),
     ("/reset-password", ResetPasswordPage),
+    ("/api/users", UsersHandler),
     ("/api/users/me", MeHandler),
     ("/api/users/{user_id}", UserHandler),
     ("/api/chats", ChatsHandler),
@@ -56,6 +68,11 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/api/chats/{chat_id}/typing", TypingHandler),
     ("/api/events", EventsHandler),
     ("/ws", WebSocketHandler),
+    ("/app", AppRedirect),
+    ("/app/", AppPage),
+    ("/app/{path}", AppFiles),
+    ("/api/docs", DocsPage),
+    ("/api/docs/{path}", DocsFiles),
 ]
 
 _PARAM = re.compile(r"\{(\w+)\}")

@@ -29,6 +29,7 @@ import tornado.websocket
 
 from actors.runtime import ActorError
 from handlers.base import BaseHandler
+from messenger.clock import isoformat, utcnow
 from messenger.errors import (
     ApiError,
     InternalError,
@@ -164,11 +165,17 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         hub.track(self)
         try:
             await hub.open_session(self.user_id, self)
+            # taken before the feed subscribes: a presence change after it comes after it
+            online = await hub.online_contacts(self.user_id)
+            taken = isoformat(utcnow())
             # ready goes out before anything the feed writes: nothing runs between the feed's
             # start and this write (its catch-up is a task that starts after it)
             self.feed, self._ready_cursor, resynced = await hub.open_feed(
                 self.user_id, self, self._resume)
             self.write_control("ready", user_id=self.user_id, session_id=self.id)
+            for contact in online:
+                self.write_control("presence", user_id=contact, status="online",
+                                   last_seen=taken)
             if resynced:
                 self.resync(self._ready_cursor)
             if self.closed:

@@ -5,9 +5,10 @@ file is fresh and that its paths and methods are exactly the server's routes. Th
 contract is ``API_CONTRACT.md``; both follow the same decisions.
 
 This module holds the core schemas and paths and assembles the document (``build_spec``) with
-the realtime, email and attachment parts (``api_spec_realtime.py``, ``api_spec_email.py``,
-``api_spec_attachments.py``). The building blocks they all use — limits, error codes, examples,
-schema and operation helpers — are public names of ``api_spec_parts.py``.
+the realtime, users, email and attachment parts (``api_spec_realtime.py``,
+``api_spec_users.py``, ``api_spec_email.py``, ``api_spec_attachments.py``). The building blocks
+they all use — limits, error codes, examples, schema and operation helpers — are public names
+of ``api_spec_parts.py``.
 
 Limits come from the *defaults* in ``config/settings.py`` (``load_settings({})``), never from the
 current environment, so the output is the same on every machine.
@@ -23,8 +24,11 @@ from config.settings import ENVIRONMENTS, Settings, load_settings
 from messenger import api_spec_parts as parts
 from messenger.api_spec_attachments import attachment_paths, attachment_schemas
 from messenger.api_spec_email import email_paths, email_schemas
+from messenger.api_spec_ops import ops_paths
 from messenger.api_spec_parts import ERROR_CODES
 from messenger.api_spec_realtime import realtime_paths, realtime_schemas
+from messenger.api_spec_users import user_paths, user_schemas
+from messenger.api_spec_web import web_paths
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -485,17 +489,6 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 ),
             )
         },
-        "/api/users/me": {
-            "get": parts.operation(
-                "getMe",
-                "users",
-                "The caller's own record",
-                {
-                    "200": parts.ok("The caller.", parts.ref("UserWithEmail")),
-                    **parts.error_responses(*parts.AUTH_ERRORS, *parts.SERVER_ERRORS),
-                },
-            )
-        },
         "/api/users/{user_id}": {
             "get": parts.operation(
                 "getUser",
@@ -785,17 +778,23 @@ def build_spec() -> dict[str, Any]:
              "storage URLs of local-disk storage."},
             {"name": "email", "description": "Email verification, password reset, the pages "
              "the emailed links open."},
+            {"name": "web", "description": "The browser client (/app/) and this document's "
+             "viewer (/api/docs)."},
         ],
         "paths": {
             **_paths(settings),
             **realtime_paths(settings),
+            **user_paths(settings),
             **email_paths(settings),
             **attachment_paths(settings),
+            **ops_paths(),
+            **web_paths(),
         },
         "components": {
             "schemas": {
                 **_schemas(settings),
                 **realtime_schemas(),
+                **user_schemas(),
                 **email_schemas(),
                 **attachment_schemas(settings),
             },

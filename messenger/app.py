@@ -21,19 +21,28 @@ import tornado.web
 
 from config import Settings
 from handlers.base import NotFoundHandler
-from handlers.routes import url_specs
+from handlers.metrics import start_metrics_server
+from handlers.routes import ROUTES, to_pattern, url_specs
 from handlers.ws import HARD_FRAME_FACTOR
+from messenger.access_log import AccessFields, RouteTemplates
 from messenger.capped_counts import CappedCounts
 from messenger.client_address import TrustedProxies
 from messenger.connection_limits import ConnectionLimiter
 from messenger.drain import Drain
 from messenger.gc_policy import ScheduledFullCollections
 from messenger.http_server import LimitedHTTPServer
+from messenger.logs import fields
+from messenger.metrics.measured_store import MeasuredStore
+from messenger.metrics.registry import Metrics
 from messenger.redaction import redact
+from messenger.request_ids import RequestIdTransform
 from messenger.services import Services
+from messenger.store import open_store
 
 log = logging.getLogger("messenger")
 access_log = logging.getLogger("messenger.access")
+#: The route template of each request's access-log line (LOG_FORMAT=json).
+ROUTE_TEMPLATES = RouteTemplates(ROUTES, to_pattern)
 
 #: On shutdown, after the drain: the longest wait for WebSockets to finish their closing
 #: handshake, and then for the other connections to close; what is left then is cut.
@@ -47,6 +56,7 @@ class MessengerApp(tornado.web.Application):
             url_specs(),
             default_handler_class=NotFoundHandler,
             log_function=log_request,
+            transforms=[RequestIdTransform],  # X-Request-ID on every answer
             compress_response=False,
             xsrf_cookies=False,
             serve_traceback=False,
@@ -60,6 +70,8 @@ class MessengerApp(tornado.web.Application):
         self.ws_sessions = CappedCounts(services.settings.ws_max_sessions_per_user)
         #: Whether this process is shutting down, and the long polls to answer when it does.
         self.drain = Drain()
+        #: GET /metrics: this application's own registry (messenger/metrics/).
+        self.metrics = Metrics(services)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -67,13 +79,17 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if access_log.isEnabledFor(level):
         request = handler.request
+        duration_ms = 1000.0 * request.request_time()
+        structured = AccessFields(handler, status, duration_ms, ROUTE_TEMPLATES,
+                                  handler.application.trusted_proxies)  # type: ignore[attr-defined]
         access_log.log(
             level,
             "%d %s %s %.1fms",
             status,
             request.method,
             redact(request.uri or ""),
-            1000.0 * request.request_time(),
+            duration_ms,
+            extra=fields(structured),
         )
 
 
@@ -86,7 +102,7 @@ def describe_store(settings: Settings) -> str:
 def build_server(app: MessengerApp) -> LimitedHTTPServer:
     """The HTTP server of ``app`` with its connection limits (not yet listening)."""
     settings = app.services.settings
-    return LimitedHTTPServer(
+    server = LimitedHTTPServer(
         app,
         limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),
         trusted_proxies=app.trusted_proxies,
@@ -94,6 +110,8 @@ def build_server(app: MessengerApp) -> LimitedHTTPServer:
         limit_log_interval=settings.limit_log_interval,
         max_body_size=BODY_CEILING_BYTES,
     )
+    app.metrics.watch_server(server)
+    return server
 
 
 class ShutdownSignals:
@@ -119,7 +137,8 @@ class ShutdownSignals:
 async def serve(settings: Settings) -> None:
     """Run the HTTP server until SIGINT or SIGTERM, then shut down gracefully (``shut_down``)
     and stop the services."""
-    services = Services.build(settings)
+    # Every store call is timed for GET /metrics (MeasuredStore: the store interface as is).
+    services = Services.build(settings, store=MeasuredStore(open_store(settings)))
     await services.start()
     # Long-lived objects made at start (modules, settings, the app) leave the collector's
     # view; with many sockets open, collections otherwise dominate fan-out time.
@@ -134,12 +153,15 @@ async def serve(settings: Settings) -> None:
     port = sockets[0].getsockname()[1]
     log.info("messenger listening on http://%s:%d; %s; ENV=%s",
              settings.host, port, describe_store(settings), settings.env)
+    metrics_server = start_metrics_server(app, log_request)  # None: /metrics is on PORT
 
     signals = ShutdownSignals()
     signals.install(asyncio.get_running_loop())
     await signals.requested.wait()
 
     await shut_down(app, server, signals.hurry)
+    if metrics_server is not None:
+        metrics_server.stop()
     collections.stop()
     await services.close()
     log.info("stopped")

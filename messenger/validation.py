@@ -30,6 +30,10 @@ PASSWORD_MAX_BYTES = 72  # bcrypt's limit
 DISPLAY_NAME_MAX = 64
 TITLE_MAX = 100
 CLIENT_MSG_ID_MAX = 128
+#: ``GET /api/users?q=``: the longest name prefix, and the page size (default, most).
+SEARCH_QUERY_MAX = 64
+SEARCH_LIMIT_DEFAULT = 20
+SEARCH_LIMIT_MAX = 50
 
 
 #: The default of the ``JSON_MAX_DEPTH`` setting (``settings.json_max_depth``).
@@ -180,6 +184,25 @@ def display_name(body: dict[str, Any]) -> str:
     assert value is not None
     if _has_control_chars(value):
         raise ValidationFailed("display_name", "display_name must not contain control characters")
+    return value
+
+
+def optional_display_name(body: dict[str, Any]) -> str | None:
+    """``display_name`` when given, with register's rules; None when absent or null."""
+    if body.get("display_name") is None:
+        return None
+    return display_name(body)
+
+
+def query_email(raw: str) -> str:
+    """An ``email`` query parameter, normalised and checked as register's ``email`` field."""
+    return email({"email": raw})
+
+
+def search_prefix(raw: str) -> str:
+    """A ``q`` query parameter: 1..``SEARCH_QUERY_MAX`` characters, as given (not trimmed)."""
+    value = string({"q": raw}, "q", max_len=SEARCH_QUERY_MAX)
+    assert value is not None
     return value
 
 

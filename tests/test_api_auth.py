@@ -388,3 +388,127 @@ async def test_tampered_access_token_401(server) -> None:
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     tampered = f"{header}.{payload}.{flipped}"
     expect_error(await api.get("/api/users/me", token=tampered), 401, "invalid_token")
+
+
+# -- logout (API_CONTRACT.md §2 rule 6, §4) ----------------------------------------------------
+
+
+async def logout(api: Api, refresh_token: Any, **kw: Any):
+    return await api.post("/api/auth/logout", {"refresh_token": refresh_token}, **kw)
+
+
+async def login_pair(api: Api, email: str) -> dict[str, Any]:
+    resp = await api.post("/api/auth/login", {"email": email, "password": PASSWORD})
+    assert resp.status == 200, resp.body
+    return resp.json
+
+
+def expect_no_content(resp) -> None:
+    assert resp.status == 204, (resp.status, resp.body)
+    assert resp.body == b""
+
+
+async def test_logout_revokes_the_family_and_keeps_the_access_token(server) -> None:
+    api = Api(server.base_url)
+    account = await api.register()
+    expect_no_content(await logout(api, account.refresh_token))
+    expect_error(await refresh(api, account.refresh_token), 401, "invalid_token")
+    # access tokens are stateless: valid until they expire (§2 rule 5)
+    me = await api.get("/api/users/me", token=account.access_token)
+    assert me.status == 200, me.body
+
+
+async def test_logout_with_a_spent_token_stops_its_successor(server) -> None:
+    api = Api(server.base_url)
+    account = await api.register()
+    first = await refresh(api, account.refresh_token)
+    assert first.status == 200, first.body
+    expect_no_content(await logout(api, account.refresh_token))  # spent, but of the family
+    expect_error(await refresh(api, first.json["refresh_token"]), 401, "invalid_token")
+
+
+async def test_logout_is_idempotent(server) -> None:
+    api = Api(server.base_url)
+    account = await api.register()
+    expect_no_content(await logout(api, account.refresh_token))
+    expect_no_content(await logout(api, account.refresh_token))  # its family is revoked already
+    # a family revoked by reuse detection logs out alike
+    other = await login_pair(api, account.email)
+    assert (await refresh(api, other["refresh_token"])).status == 200
+    expect_error(await refresh(api, other["refresh_token"]), 401, "refresh_token_reused")
+    expect_no_content(await logout(api, other["refresh_token"]))
+
+
+async def test_logout_touches_no_other_session(server) -> None:
+    api = Api(server.base_url)
+    account = await api.register()
+    phone = await login_pair(api, account.email)
+    expect_no_content(await logout(api, account.refresh_token))
+    resp = await refresh(api, phone["refresh_token"])
+    assert resp.status == 200, resp.body
+
+
+async def test_logout_needs_no_bearer_and_ignores_one(server) -> None:
+    api = Api(server.base_url)
+    account = await api.register()
+    other = await api.register()
+    expect_no_content(await logout(api, account.refresh_token, token="garbage"))
+    expect_no_content(await logout(api, other.refresh_token, token=account.access_token))
+    expect_error(await refresh(api, other.refresh_token), 401, "invalid_token")
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c", "x" * 500])
+async def test_logout_with_garbage_is_401(server, token: str) -> None:
+    api = Api(server.base_url)
+    expect_error(await logout(api, token), 401, "invalid_token")
+
+
+async def test_logout_refuses_what_is_no_valid_refresh_token(server) -> None:
+    api = Api(server.base_url)
+    account = await api.register()
+    now = int(time.time())
+    expired = forge({"sub": account.id, "typ": "refresh", "fam": uuid.uuid4().hex,
+                     "iat": now - 7200, "exp": now - 3600})
+    expect_error(await logout(api, expired), 401, "invalid_token")
+    expect_error(await logout(api, account.access_token), 401, "invalid_token")
+    header, payload, signature = account.refresh_token.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    expect_error(await logout(api, f"{header}.{payload}.{flipped}"), 401, "invalid_token")
+    # nothing was revoked: the real refresh token still works
+    assert (await refresh(api, account.refresh_token)).status == 200
+
+
+async def test_logout_validates_its_body(server) -> None:
+    api = Api(server.base_url)
+    expect_error(await api.post("/api/auth/logout", {}), 422, "validation_error", "refresh_token")
+    expect_error(await logout(api, 12), 422, "validation_error", "refresh_token")
+    expect_error(await logout(api, "x" * 4097), 422, "validation_error", "refresh_token")
+    expect_error(await api.post("/api/auth/logout", body=b"{nope"), 400, "malformed_json")
+
+
+async def test_logout_all_revokes_every_session_of_the_caller_only(server) -> None:
+    api = Api(server.base_url)
+    account = await api.register()
+    laptop, phone = await login_pair(api, account.email), await login_pair(api, account.email)
+    bystander = await api.register()
+
+    expect_no_content(await api.post("/api/auth/logout-all", token=laptop["access_token"]))
+
+    for token in (account.refresh_token, laptop["refresh_token"], phone["refresh_token"]):
+        expect_error(await refresh(api, token), 401, "invalid_token")
+    assert (await refresh(api, bystander.refresh_token)).status == 200
+    # access tokens stay valid until they expire; logging out again is fine
+    assert (await api.get("/api/users/me", token=phone["access_token"])).status == 200
+    expect_no_content(await api.post("/api/auth/logout-all", token=phone["access_token"]))
+    # a login afterwards starts a new, live family
+    fresh = await login_pair(api, account.email)
+    assert (await refresh(api, fresh["refresh_token"])).status == 200
+
+
+async def test_logout_all_requires_a_bearer_token(server) -> None:
+    api = Api(server.base_url)
+    account = await api.register()
+    expect_error(await api.post("/api/auth/logout-all"), 401, "unauthorized")
+    resp = await api.post("/api/auth/logout-all", token=account.refresh_token)
+    expect_error(resp, 401, "invalid_token")
+    assert (await refresh(api, account.refresh_token)).status == 200  # nothing was revoked

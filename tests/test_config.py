@@ -28,7 +28,8 @@ def test_env_file_example_lists_every_setting() -> None:
     names = {line.split("=", 1)[0] for line in example.splitlines() if "=" in line
              and not line.startswith("#")}
     read_by_loader = {
-        "ENV", "HOST", "PORT", "LOG_LEVEL", "MONGO_URL", "MONGO_DB", "MONGO_WRITE_CONCERN",
+        "ENV", "HOST", "PORT", "LOG_LEVEL", "LOG_FORMAT", "METRICS_PORT", "MONGO_URL", "MONGO_DB",
+        "MONGO_WRITE_CONCERN",
         "MONGO_TIMEOUT_MS", "MESSENGER_DATA_DIR", "REDIS_URL", "REDIS_PREFIX",
         "REDIS_RECONNECT_MAX_SECONDS", "PRESENCE_NODE_TTL_SECONDS", "SHUTDOWN_DRAIN_SECONDS",
         "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",

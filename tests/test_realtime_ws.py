@@ -215,6 +215,30 @@ async def test_presence_online_offline_with_grace(rt_server: MessengerServer, ap
     ann1.close()
 
 
+async def test_a_new_session_hears_who_is_online_right_after_ready(
+    rt_server: MessengerServer, api: Api
+) -> None:
+    """The presence snapshot (§8): online contacts, right after ready, nobody else."""
+    ann, bob, carol, stranger = [await api.register() for _ in range(4)]
+    await api.create_group(ann, bob)
+    await api.create_group(bob, carol)  # carol is a contact, but offline
+    ann1 = await connect(rt_server, ann)
+    stranger1 = await connect(rt_server, stranger)  # online, but shares no chat with bob
+    bob1 = await connect(rt_server, bob)
+    ready = bob1.frames[0]
+    snapshot = await bob1.next_frame()
+    assert snapshot == {"event_id": ready["event_id"], "type": "presence", "user_id": ann.id,
+                        "status": "online", "last_seen": snapshot["last_seen"]}
+    assert snapshot["last_seen"].endswith("Z")
+    chat = await api.create_group(ann, bob)
+    await api.send_text(ann, chat["id"], "after the snapshot")
+    await bob1.expect("new_message")
+    presences = [f["user_id"] for f in bob1.frames if f.get("type") == "presence"]
+    assert presences == [ann.id]
+    for client in (ann1, stranger1, bob1):
+        client.close()
+
+
 async def test_mark_read_reaches_members_and_moves_unread(
     rt_server: MessengerServer, api: Api
 ) -> None:

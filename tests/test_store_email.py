@@ -195,6 +195,23 @@ async def test_retry_and_fail_record_the_outcome(store: Store) -> None:
     assert claim is not None and claim.id == retried.id and claim.attempts == 2
 
 
+async def test_pending_mail_is_counted_until_sent_or_failed(store: Store) -> None:
+    now = utcnow()
+    assert await store.count_pending_mail() == 0
+    later, sent, failed = mail(due=now + seconds(3600)), mail(due=now), mail(due=now)
+    for item in (later, sent, failed):
+        await store.enqueue_mail(item)
+    assert await store.count_pending_mail() == 3  # due later counts too
+    claim = await store.claim_mail(now, now + seconds(60))
+    assert claim is not None
+    assert await store.count_pending_mail() == 3  # being sent is still waiting
+    assert await store.mark_mail_sent(claim.id, claim.lease_id, now)
+    claim = await store.claim_mail(now, now + seconds(60))
+    assert claim is not None
+    assert await store.fail_mail(claim.id, claim.lease_id, now, "550")
+    assert await store.count_pending_mail() == 1
+
+
 async def test_concurrent_claims_hand_each_mail_out_once(store: Store) -> None:
     now = utcnow()
     queued = [mail(due=now - seconds(i)) for i in range(5)]

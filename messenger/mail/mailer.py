@@ -43,6 +43,7 @@ class Mailer:
         #: Set when the process stops: ``run_once`` returns after the mail in hand.
         self.stopping = False
         self._running = asyncio.Lock()  # one run at a time: they share the connection
+        self.outbox_pending = 0  # mail waiting in the outbox at the end of the last run
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt."""
@@ -50,9 +51,12 @@ class Mailer:
         return min(ceiling, base * 2 ** min(attempts - 1, 60))
 
     async def run_once(self) -> bool:
-        """Send what is due (up to ``BATCH``); whether more may be due right away."""
+        """Send what is due (up to ``BATCH``); whether more may be due right away. Then
+        counts what is left waiting (``outbox_pending``, read by the metrics)."""
         async with self._running:
-            return await self._run()
+            more = await self._run()
+            self.outbox_pending = await self._store.count_pending_mail()
+            return more
 
     async def _run(self) -> bool:
         handled = 0

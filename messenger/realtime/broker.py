@@ -425,6 +425,8 @@ class InProcessBroker:
         self._handler: BrokerEventHandler | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.published = 0  # metrics: publications published here
+        self.received = 0  # metrics: items queued for this node (its own included)
 
     async def start(self, handler: BrokerEventHandler) -> None:
         if self._closed or self._handler is not None:
@@ -445,6 +447,7 @@ class InProcessBroker:
 
     async def publish(self, pub: Publication) -> None:
         self._check_open()
+        self.published += 1
         self._network.route(pub)
 
     async def publish_control(self, msg: ControlMessage) -> None:
@@ -487,6 +490,7 @@ class InProcessBroker:
 
     def enqueue(self, item: Publication | ControlMessage) -> None:
         """Queue one item for this node's handler (called by the network, never blocks)."""
+        self.received += 1
         self._queue.put_nowait(item)
 
     def _check_open(self) -> None:

@@ -49,6 +49,10 @@ class Node:
         self._control_listeners: list[ControlListener] = []
         self._to_write: list[Feed] = []
         self.last_of_burst = False
+        # metrics (messenger/metrics/): counted here, read when scraped
+        self.frames_delivered = 0  # frames the feeds emitted (Feed._emit)
+        self.gap_fills = 0  # held gaps the feeds read from the store (Feed._fill_gaps)
+        self.history_reads = 0  # history pages read (catch-ups, gap fills, repairs)
 
     async def start(self) -> None:
         await self.broker.start(self)
@@ -152,6 +156,7 @@ class Node:
         return await self.history_source.bounds(streams)
 
     async def history(self, stream: str, after: int, limit: int) -> list[Publication]:
+        self.history_reads += 1
         return await self.broker.history(stream, after, limit)
 
     async def large_chats(self, user_id: str, user_offset: int) -> list[str]:

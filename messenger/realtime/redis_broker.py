@@ -239,6 +239,11 @@ class RedisBroker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._write_failed = _Throttled(JUNK_LOG_INTERVAL)
+        # metrics (messenger/metrics/): counted here, read when scraped
+        self.published = 0  # publications published here
+        self.received = 0  # publications and control messages of other nodes, from Redis
+        self.looped_back = 0  # items queued for the handler here: own ones, signals
+        self.reconnects = 0  # connections made again after a loss
 
     # -- Broker ------------------------------------------------------------------------------
     async def start(self, handler: BrokerEventHandler) -> None:
@@ -280,6 +285,7 @@ class RedisBroker:
 
     async def publish(self, pub: Publication) -> None:
         self._check_running()
+        self.published += 1
         if pub.stream in self.subscriptions:
             self._enqueue(pub)
         self._check_writable()
@@ -371,6 +377,7 @@ class RedisBroker:
                 f"node {self.node_id}: {self._outbox_count} publications wait for Redis")
 
     def _enqueue(self, item: Publication | ControlMessage | _Signal) -> None:
+        self.looped_back += 1
         self._inbox.append(item)
         self._inbox_ready.set()
 
@@ -397,6 +404,7 @@ class RedisBroker:
         self._attempt = 0
         if self._lost:
             self._lost = False
+            self.reconnects += 1
             log.warning("node %s: reconnected to Redis, %d streams subscribed", self.node_id,
                         len(self._channels))
             self._enqueue(_RECONNECTED)
@@ -492,6 +500,7 @@ class RedisBroker:
                                    self.node_id, channel.decode(errors="replace"))
                         continue
                     inbox.append(item)
+                    self.received += 1
                     ready.set()
                 elif kind == b"subscribe":
                     self._confirmed(channel)

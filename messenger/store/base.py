@@ -4,6 +4,14 @@ Nothing outside ``messenger.store`` knows which adapter is in use; both pass
 ``tests/test_store_contract.py``. Semantics every adapter guarantees:
 
 * Emails are unique (``EmailTaken``); callers pass them already normalised.
+* Display names: each user's search key ``messenger.names.name_key(display_name)`` is stored
+  with the name, written in the same statement (SQLite) or single-document write (MongoDB) as
+  the name itself (``create_user``, ``set_display_name``); ``migrate`` gives users stored before
+  keys existed theirs (SQLite: in the schema step that adds the column; MongoDB: every
+  ``migrate`` fills the keys still missing, each only if the name is still the one it read).
+  ``search_contacts(user, prefix, limit)`` is the users sharing at least one chat with ``user``
+  now, ``user`` excluded, whose key starts with ``prefix`` (a key itself), ordered by (key, id),
+  at most ``limit``. Its cost is bounded by ``user``'s contacts, never by the number of users.
 * Refresh tokens rotate: ``spend_refresh_token`` spends a live token exactly once, even when
   called concurrently; a second spend reports ``REUSED``; tokens of a revoked family report
   ``REVOKED``.
@@ -225,6 +233,16 @@ class Store(abc.ABC):
     async def get_users(self, user_ids: Sequence[str]) -> list[User]:
         """The users that exist among ``user_ids`` (any order, no duplicates)."""
 
+    @abc.abstractmethod
+    async def set_display_name(self, user_id: str, display_name: str) -> User | None:
+        """Replace the user's display name (and its search key); the user now, or None if
+        there is no such user."""
+
+    @abc.abstractmethod
+    async def search_contacts(self, user_id: str, prefix: str, limit: int) -> list[User]:
+        """Up to ``limit`` users sharing a chat with ``user_id`` (not ``user_id`` itself) whose
+        name key starts with ``prefix``, ordered by (name key, id); see the module docstring."""
+
     # -- refresh tokens ----------------------------------------------------------------------
     @abc.abstractmethod
     async def add_refresh_token(
@@ -238,11 +256,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def revoke_token_family(self, family_id: str) -> None:
-        """Revoke every token of a family, spent or not (reuse detection)."""
+        """Revoke every token of a family, spent or not (reuse detection, logout): each then
+        reports ``REVOKED``, also tokens a rotation adds to it afterwards. Idempotent; an
+        unknown family is a no-op."""
 
     @abc.abstractmethod
     async def revoke_user_tokens(self, user_id: str) -> None:
-        """Revoke every refresh-token family of a user (password change, logout everywhere)."""
+        """Revoke every refresh-token family of a user (password change, logout everywhere):
+        each then reports ``REVOKED``, also for tokens a rotation adds to it afterwards; a family
+        started afterwards is live. A user without families (or a malformed id) is a no-op."""
 
     # -- chats -------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -480,6 +502,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def purge_outbox(self, finished_before: datetime) -> int:
         """Delete sent and failed mail finished before the time; how many."""
+
+    @abc.abstractmethod
+    async def count_pending_mail(self) -> int:
+        """How much mail is waiting in the outbox (pending: due now, later, or being sent)."""
 
     # -- presence and missed-message digests -------------------------------------------------------
     @abc.abstractmethod

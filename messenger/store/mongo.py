@@ -11,7 +11,10 @@ Consistency design — no multi-document transactions, no change streams: every 
   by default, with ``wtimeout`` so a degraded replica set answers instead of hanging).
   Connection failures, timeouts, write-concern failures and use of a closed store
   raise ``StoreUnavailable``; other driver errors raise ``StoreError``.
-* Users: a unique index on ``email`` turns a duplicate insert into ``EmailTaken``.
+* Users: a unique index on ``email`` turns a duplicate insert into ``EmailTaken``. A user's
+  ``name_key`` is written in the same document write as its ``display_name``;
+  ``search_contacts`` is two queries: the caller's contacts (one ``distinct``, as
+  ``contact_ids``), then those of them in the key range, sorted and limited by the server.
 * Refresh tokens: ``refresh_tokens`` (``_id`` = jti, TTL index on ``expires_at``) and
   ``token_families`` (``_id`` = family id, ``revoked``, and the latest ``expires_at`` of its
   tokens with a TTL index, so neither collection grows without bound). A spend checks the family,
@@ -85,7 +88,7 @@ from typing import Any
 
 from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, WriteConcern
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne, WriteConcern
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from messenger.clock import utcnow
@@ -103,6 +106,7 @@ from messenger.models import (
     Upload,
     User,
 )
+from messenger.names import name_key, prefix_bounds
 from messenger.store.base import Store, check_seq_range
 from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
 from messenger.store.mongo_docs import (
@@ -133,6 +137,8 @@ from messenger.store.streams import APPEND_ATTEMPTS, HeadCache
 WRITE_TIMEOUT_MS = 10_000
 #: ``add_members`` retries its conditional push this often while concurrent changes win.
 ADD_MEMBERS_ATTEMPTS = 20
+#: Users given their name key per write by ``migrate`` (``_fill_name_keys``).
+_FILL_BATCH = 500
 
 
 class KeyedLocks:
@@ -222,7 +228,26 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         db = self._db
         for name, indexes in INDEXES.items():
             await db[name].create_indexes(indexes)
+        await self._fill_name_keys()
         await self.stream_epoch()  # made now if this database has none
+
+    async def _fill_name_keys(self) -> None:
+        """Give the users stored before name keys existed theirs (index ``name_key`` finds
+        them), each only while its name is still the one read: a rename meanwhile wrote its own
+        key. Idempotent, so processes migrating together agree."""
+        users = self._db.users
+        batch: list[UpdateOne] = []
+        async for doc in users.find({"name_key": {"$exists": False}}, {"display_name": 1}):
+            name = doc["display_name"]
+            batch.append(UpdateOne(
+                {"_id": doc["_id"], "display_name": name, "name_key": {"$exists": False}},
+                {"$set": {"name_key": name_key(name)}},
+            ))
+            if len(batch) == _FILL_BATCH:
+                await users.bulk_write(batch, ordered=False)
+                batch = []
+        if batch:
+            await users.bulk_write(batch, ordered=False)
 
     @_guarded
     async def ping(self) -> None:
@@ -246,6 +271,7 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
             "_id": user_oid,
             "email": email,
             "display_name": display_name,
+            "name_key": name_key(display_name),
             "password_hash": bytes(password_hash),
             "created_at": utcnow(),
         }
@@ -273,6 +299,40 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
     @_guarded
     async def get_users(self, user_ids: Sequence[str]) -> list[User]:
         return [to_user(doc) for doc in await self._docs_by_ids(self._db.users, user_ids)]
+
+    @_guarded
+    async def set_display_name(self, user_id: str, display_name: str) -> User | None:
+        user_oid = oid(user_id)
+        if user_oid is None:
+            return None
+        doc = await self._db.users.find_one_and_update(
+            {"_id": user_oid},
+            {"$set": {"display_name": display_name, "name_key": name_key(display_name)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return to_user(doc) if doc else None
+
+    @_guarded
+    async def search_contacts(self, user_id: str, prefix: str, limit: int) -> list[User]:
+        user_oid = oid(user_id)
+        if user_oid is None or limit <= 0:
+            return []
+        db = self._db
+        # The caller's contacts (index member_activity, as contact_ids), then those of them in
+        # the key range: by _id, or along index name_key in order, whichever the planner finds
+        # cheaper; both read only contacts' documents.
+        members = await db.chats.distinct("member_ids", {"member_ids": user_oid})
+        contacts = [member for member in members if member != user_oid]
+        if not contacts:
+            return []
+        low, high = prefix_bounds(prefix)
+        key_range: Doc = {"$gte": low} if high is None else {"$gte": low, "$lt": high}
+        cursor = (
+            db.users.find({"_id": {"$in": contacts}, "name_key": key_range})
+            .sort([("name_key", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
+        return [to_user(doc) for doc in await cursor.to_list(None)]
 
     async def _docs_by_ids(self, collection: Any, ids: Sequence[str]) -> list[dict[str, Any]]:
         """The documents of ``collection`` among ``ids`` (malformed ids find nothing)."""

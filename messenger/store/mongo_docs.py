@@ -48,8 +48,15 @@ MESSAGE_EVENT_INDEX = "chat_log_message_seq"
 
 #: Every index ``MongoStore.migrate`` makes, by collection. Named, so a rerun is a no-op.
 INDEXES: dict[str, list[IndexModel]] = {
-    # {_id: ObjectId, email, display_name, password_hash: bytes, created_at}
-    "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],
+    # {_id: ObjectId, email, display_name, name_key (messenger.names; absent in a document
+    #  stored before keys existed, until migrate fills it), password_hash: bytes, created_at,
+    #  email_verified?}
+    # name_key: a name search may walk its prefix range in order (the planner's pick when that
+    # beats reading the caller's contacts by _id), and migrate finds the keys still missing.
+    "users": [
+        IndexModel([("email", ASCENDING)], unique=True, name="email_unique"),
+        IndexModel([("name_key", ASCENDING), ("_id", ASCENDING)], name="name_key"),
+    ],
     # {_id: jti, family_id, user_id: ObjectId, spent: bool, expires_at}
     "refresh_tokens": [
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"),

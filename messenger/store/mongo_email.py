@@ -199,6 +199,10 @@ class MongoEmailMixin:
         )
         return int(result.deleted_count)
 
+    @_guarded
+    async def count_pending_mail(self) -> int:
+        return int(await self._db.outbox.count_documents({"status": str(MailStatus.PENDING)}))
+
     # -- presence and digests --------------------------------------------------------------------
     @_guarded
     async def record_presence(self, user_id: str, online: bool, at: datetime) -> None:

@@ -74,6 +74,7 @@ from messenger.models import (
     UploadStatus,
     User,
 )
+from messenger.names import name_key, prefix_bounds
 from messenger.store.base import Store, check_seq_range
 from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
 from messenger.store.sqlite_email import SQLiteEmailMixin
@@ -194,6 +195,22 @@ SQL_TOKEN_STATE = """
     FROM refresh_tokens AS t JOIN token_families AS f ON f.id = t.family_id
     WHERE t.jti = ?
 """
+# A name search among a user's contacts (API_CONTRACT.md §4): the contacts come from the
+# user's memberships (chat_members_user, then each chat's members by primary key), each is read
+# by id, its key compared as a range [low, high) (high NULL: none); only the matches are sorted.
+# So the cost is the user's contacts, whatever the number of users.
+SQL_SEARCH_CONTACTS = f"""
+    WITH contacts AS MATERIALIZED (
+        SELECT DISTINCT other.user_id AS id
+        FROM chat_members AS mine CROSS JOIN chat_members AS other ON other.chat_id = mine.chat_id
+        WHERE mine.user_id = :user AND other.user_id != :user
+    )
+    SELECT {", ".join("u." + column for column in USER_COLUMNS.split(", "))}
+    FROM contacts CROSS JOIN users AS u ON u.id = contacts.id
+    WHERE u.name_key >= :low AND (:high IS NULL OR u.name_key < :high)
+    ORDER BY u.name_key, u.id
+    LIMIT :limit
+"""
 # A user's contacts (real-time layer: presence).
 SQL_CONTACTS = """
     WITH small AS MATERIALIZED (
@@ -269,6 +286,8 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
                 "temp_store = MEMORY",
             ):
                 conn.execute(f"PRAGMA {pragma}")
+            # the users' name keys (sqlite_schema.py), written in SQL by the schema step only
+            conn.create_function("messenger_name_key", 1, name_key, deterministic=True)
         except BaseException:
             conn.close()
             raise
@@ -342,8 +361,9 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
         def op(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)",
-                    (user.id, email, display_name, user.password_hash, to_millis(user.created_at)),
+                    f"INSERT INTO users ({USER_COLUMNS}, name_key) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                    (user.id, email, display_name, user.password_hash, to_millis(user.created_at),
+                     name_key(display_name)),
                 )
             except sqlite3.IntegrityError as exc:
                 if "users.email" in str(exc):
@@ -371,6 +391,24 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
 
     async def get_users(self, user_ids: Sequence[str]) -> list[User]:
         rows = await self._rows_by_ids(USER_COLUMNS, "users", user_ids)
+        return [user_from_row(row) for row in rows]
+
+    async def set_display_name(self, user_id: str, display_name: str) -> User | None:
+        row = await self._run(
+            lambda conn: conn.execute(
+                f"UPDATE users SET display_name = ?, name_key = ? WHERE id = ?"
+                f" RETURNING {USER_COLUMNS}",
+                (display_name, name_key(display_name), user_id),
+            ).fetchone()
+        )
+        return user_from_row(row) if row else None
+
+    async def search_contacts(self, user_id: str, prefix: str, limit: int) -> list[User]:
+        low, high = prefix_bounds(prefix)
+        params = {"user": user_id, "low": low, "high": high, "limit": max(limit, 0)}
+        rows = await self._run(
+            lambda conn: conn.execute(SQL_SEARCH_CONTACTS, params).fetchall()
+        )
         return [user_from_row(row) for row in rows]
 
     async def _rows_by_ids(self, columns: str, table: str, ids: Sequence[str]) -> list[Row]:

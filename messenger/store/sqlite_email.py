@@ -206,7 +206,13 @@ class SQLiteEmailMixin:
 
         return int(await self._run(op))
 
+    async def count_pending_mail(self) -> int:
+        row = await self._run(lambda conn: conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone())
+        return int(row[0])
+
     # -- presence and digests --------------------------------------------------------------------
+
     async def record_presence(self, user_id: str, online: bool, at: datetime) -> None:
         at_ms = to_millis(at)
         # Going offline asks for a digest check from then on; coming online leaves the check to

@@ -6,7 +6,9 @@ appended, never edited once released. Timestamps are integer UTC milliseconds; i
 
 Every hot query has an index (checked by ``scripts/bench_store`` with EXPLAIN QUERY PLAN):
 
-* ``users``: by id (primary key), by email (unique).
+* ``users``: by id (primary key), by email (unique). A name search (``SQL_SEARCH_CONTACTS``)
+  starts from the caller's memberships (``chat_members``) and reads each contact by id, so
+  it needs no index of its own; ``name_key`` (``messenger.names``) is compared as a range.
 * ``refresh_tokens``: by jti (primary key), by family, by expiry (purging);
   ``token_families``: by id, by user.
 * ``chats``: by id, by direct key (partial unique). A user's chats are found through
@@ -34,7 +36,7 @@ Every hot query has an index (checked by ``scripts/bench_store`` with EXPLAIN QU
   (partial unique: only entries with a message seq).
 
 The former global event log (``events``, ``event_recipients``, ``event_log``: the third step)
-is dropped again by the last step; real-time events live only in the streams.
+is dropped again by the ninth step; real-time events live only in the streams.
 """
 
 from __future__ import annotations
@@ -296,6 +298,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TABLE IF EXISTS event_recipients",
         "DROP TABLE IF EXISTS events",
         "DROP TABLE IF EXISTS event_log",
+    ),
+    # name search (API_CONTRACT.md §4): each user's display-name search key, written with the
+    # name; existing users get theirs here. messenger_name_key is messenger.names.name_key,
+    # registered on the adapter's connection (SQLite's lower() folds ASCII only).
+    (
+        "ALTER TABLE users ADD COLUMN name_key TEXT NOT NULL DEFAULT ''",
+        "UPDATE users SET name_key = messenger_name_key(display_name)",
     ),
 )
 

@@ -87,7 +87,9 @@ class MessengerServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MessengerServer:
-        env = {**os.environ, **self.env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        # ENV_FILE=/dev/null: a developer's own ./.env never reaches a test server
+        env = {**os.environ, "ENV_FILE": "/dev/null", **self.env, "HOST": "127.0.0.1",
+               "PORT": str(self.port)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "messenger"], cwd=ROOT, env=env, stderr=subprocess.PIPE,
             text=True,
