@@ -8,7 +8,7 @@ PORT ?= 8000
 # make cluster: how many messenger processes (scripts/cluster; docs/DEPLOYMENT.md)
 N ?= 3
 
-.PHONY: run test install lint openapi migrate clean bench-store bench-http bench-ws bench-cluster cluster start
+.PHONY: run test install lint openapi migrate clean bench-store bench-http bench-ws bench-memory bench-cluster cluster start
 
 $(BIN)/python:
 	@PY="$$(scripts/find-python)" && echo "using $$PY" && "$$PY" -m venv $(VENV)
@@ -54,6 +54,9 @@ bench-http: $(STAMP)
 
 bench-ws: $(STAMP)
 	$(BIN)/python scripts/bench_ws
+
+bench-memory: $(STAMP)
+	$(BIN)/python scripts/bench_memory
 
 bench-cluster: $(STAMP)
 	$(BIN)/python scripts/bench_cluster

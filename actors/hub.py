@@ -267,10 +267,10 @@ class RealtimeHub:
     async def _sweep_idle(self) -> None:
         idle = self.settings.ws_idle_timeout
         while True:
-            await asyncio.sleep(min(1.0, idle / 4))
-            now = time.monotonic()
+            await asyncio.sleep(min(1.0, idle / 4))  # also the token-expiry bound (§8)
+            now, wall = time.monotonic(), time.time()
             for session in list(self._ws_sessions):
-                session.check_idle(now, idle)
+                session.check_alive(now, idle, wall)
 
     # -- commands ----------------------------------------------------------------------------
     async def send(self, user_id: str, chat_id: str, text: str, client_msg_id: str | None,

@@ -27,6 +27,10 @@ Rules every actor follows:
 * An actor with ``idle_timeout`` set stops itself when its inbox has been empty that long and
   ``is_idle()`` agrees (say, no open sessions). The stop is decided synchronously, so no
   message can slip into an actor that has decided to stop; a registry then spawns a fresh one.
+* An actor holds a task only while its inbox has messages: the first message after it was
+  found empty starts one, which handles messages until the inbox is empty again and then ends
+  (the actor stays, "parked"). An idle actor thus costs its object, its state and, with
+  ``idle_timeout``, one timer handle — no task, no coroutine frames, no inbox deque.
 * A failed or timed-out ``ask`` raises in the caller (``AskTimeout``, ``ActorStopped`` or the
   actor's own exception); the message may still be handled later, so asks must be idempotent
   or harmless to repeat.
@@ -81,13 +85,17 @@ class Actor:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._inbox: collections.deque[tuple[Any, asyncio.Future[Any] | None]] = (
-            collections.deque()
-        )
-        self._wakeup: asyncio.Event = asyncio.Event()
+        #: Made by the first message after the inbox was found empty, dropped when it is found
+        #: empty again (a deque costs 760 bytes even empty; most actors are idle most of the time).
+        self._inbox: collections.deque[tuple[Any, asyncio.Future[Any] | None]] | None = None
+        #: The task handling the inbox, only while there is something to handle: an idle actor
+        #: holds no task, no coroutine frames and no waiter (see ``_drain``).
         self._task: asyncio.Task[None] | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._started = False
+        self._ran_start = False  # on_start has run (the first drain runs it)
         self._stopping = False
-        self._failures: collections.deque[float] = collections.deque()
+        self._failures: collections.deque[float] | None = None  # made by the first failure
         self._stopped = asyncio.get_running_loop().create_future()
         self.restarts = 0  # restarts after a failure, ever (metrics)
 
@@ -117,7 +125,7 @@ class Actor:
     @property
     def inbox_depth(self) -> int:
         """Messages waiting in the inbox now (metrics)."""
-        return len(self._inbox)
+        return len(self._inbox) if self._inbox else 0
 
     @property
     def alive(self) -> bool:
@@ -141,24 +149,32 @@ class Actor:
     def _put(self, message: Any, future: asyncio.Future[Any] | None) -> None:
         if self._stopping:
             raise ActorStopped(f"{self.name} is stopped")
-        if len(self._inbox) >= self.inbox_size:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = collections.deque()
+        elif len(inbox) >= self.inbox_size:
             raise InboxFull(f"{self.name}'s inbox is full ({self.inbox_size})")
-        self._inbox.append((message, future))
-        self._wakeup.set()
+        inbox.append((message, future))
+        if self._started:
+            self._wake()
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Actor:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+        if not self._started:
+            self._started = True
+            self._wake()
         return self
 
     async def stop(self) -> None:
         """Stop after the message in hand; wait until ``on_stop`` has run."""
         if not self._stopping:
             self._stopping = True
+            if self._inbox is None:
+                self._inbox = collections.deque()
             self._inbox.appendleft((_STOP, None))
-            self._wakeup.set()
-        if self._task is None:
+            if self._started:
+                self._wake()
+        if not self._started:
             self._finish()
         await asyncio.shield(self._stopped)
 
@@ -169,15 +185,24 @@ class Actor:
         """Call ``callback(self)`` once the actor has stopped."""
         self._stopped.add_done_callback(lambda _: callback(self))
 
-    async def _run(self) -> None:
+    def _wake(self) -> None:
+        """Make sure a task is handling the inbox (started, not stopped: the callers check)."""
+        if self._task is None:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+            self._task = asyncio.get_running_loop().create_task(self._drain(), name=self.name)
+
+    async def _drain(self) -> None:
+        """Handle the inbox until it is empty, then end (the actor stays, parked, until the next
+        message starts another drain), or until the actor stops."""
+        stopping = True
         try:
-            if not await self._guarded_start():
-                return
-            while True:
-                if not self._inbox:
-                    self._wakeup.clear()
-                    if not await self._wait_for_message():
-                        return
+            if not self._ran_start:
+                self._ran_start = True
+                if not await self._guarded_start():
+                    return
+            while self._inbox:
                 message, future = self._inbox.popleft()
                 if message is _STOP:
                     return
@@ -188,24 +213,39 @@ class Actor:
                         return
                 elif not await self._handle(message, future):
                     return
+            stopping = False
         finally:
-            self._stopping = True
-            try:
-                await self.on_stop()
-            except Exception:
-                log.exception("actor %s failed in on_stop", self.name)
-            self._finish()
+            self._task = None
+            if stopping:
+                await self._end()
+            else:
+                self._park()
 
-    async def _wait_for_message(self) -> bool:
-        """Wait for the inbox to fill; False if the actor stopped itself for idleness."""
-        while True:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), self.idle_timeout)
-                return True
-            except TimeoutError:
-                if not self._inbox and self.is_idle():
-                    self._stopping = True  # decided synchronously: no tell can slip in now
-                    return False
+    def _park(self) -> None:
+        """The inbox is empty (nothing can slip in: no await since the check): drop it, and
+        with ``idle_timeout`` look again after that long."""
+        self._inbox = None
+        if self.idle_timeout is not None:
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self.idle_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self._task is not None or self._inbox or self._stopping:
+            return
+        if self.is_idle():
+            self._stopping = True  # decided synchronously: no tell can slip in now
+            self._task = asyncio.get_running_loop().create_task(self._end(), name=self.name)
+        else:
+            self._park()
+
+    async def _end(self) -> None:
+        self._stopping = True
+        try:
+            await self.on_stop()
+        except Exception:
+            log.exception("actor %s failed in on_stop", self.name)
+        self._finish()
 
     async def _guarded_start(self) -> bool:
         try:
@@ -257,6 +297,8 @@ class Actor:
 
     async def _restart(self) -> bool:
         now = time.monotonic()
+        if self._failures is None:
+            self._failures = collections.deque()
         self._failures.append(now)
         self.restarts += 1
         while self._failures and now - self._failures[0] > self.restart_window:

@@ -66,7 +66,7 @@ async def test_unknown_route_is_404_json(server, path: str) -> None:
         ("GET", "/api/auth/register", "POST, OPTIONS"),
         ("GET", "/api/auth/login", "POST, OPTIONS"),
         ("GET", "/api/auth/refresh", "POST, OPTIONS"),
-        ("DELETE", "/api/users/me", "GET, OPTIONS"),
+        ("DELETE", "/api/users/me", "GET, PATCH, OPTIONS"),
         ("PATCH", "/api/chats", "GET, POST, OPTIONS"),
         ("TRACE", "/api/chats", "GET, POST, OPTIONS"),
     ],

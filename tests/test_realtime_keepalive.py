@@ -12,6 +12,7 @@ from tests.conftest import server_env
 from tests.support.api import Api
 from tests.support.processes import MessengerServer
 from tests.support.ws import WsClient
+from tests.test_api_token_claims import claims, sign
 from tests.test_realtime_backpressure import open_raw_socket, read_until_closed
 
 KEEPALIVE_ENV = {"WS_PING_INTERVAL_SECONDS": "0.3", "WS_PING_TIMEOUT_SECONDS": "1",
@@ -50,3 +51,19 @@ async def test_a_silent_client_is_closed_and_an_answering_one_stays(
     created = await reading
     assert created["type"] == "chat_created" and created["chat"]["id"] == chat["id"]
     answering.close()
+
+
+async def test_a_socket_closes_with_1008_within_a_second_after_its_token_expires(
+    keepalive_server: MessengerServer,
+) -> None:
+    """A token that lives 2 s (shorter than the TTL is valid): the socket, which answers pings
+    and so is never idle, is closed with 1008 at its exp plus at most the sweep's second."""
+    api = Api(keepalive_server.base_url)
+    ann = await api.register()
+    now = int(time.time())
+    token = sign(claims(ann.id, iat=now, exp=now + 2))
+    client = await WsClient.connect(keepalive_server.base_url, token)
+    with pytest.raises(ConnectionError, match="1008 token expired"):
+        await client.next_frame(timeout=10)
+    closed_at = time.time()
+    assert now + 2 <= closed_at <= now + 2 + 1.0 + 1.0  # exp, then the sweep (+ a loaded second)

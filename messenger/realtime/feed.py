@@ -30,7 +30,6 @@ through a queue that the fill task writes paced (waiting for the socket to drain
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -118,13 +117,13 @@ class Feed:
         self.delivered: dict[str, int] = {}  # stream: last offset the client was given
         self.closed = False
         self.frames_written = 0
-        self._queue: collections.deque[bytes] = collections.deque()
+        self._queue: list[bytes] = []  # (lists, not deques: a deque costs 760 bytes empty)
         self._live: list[bytes] = []  # frames to write at the end of this loop turn
         #: chat stream: the cursor text before and after its offset (while no other moves)
         self._around: dict[str, tuple[bytes, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._jobs: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        self._jobs: list[Callable[[], Awaitable[None]]] = []
         self._followed: set[str] = set()
         #: stream: the store's head at the last periodic check that found this feed behind it
         self._behind: dict[str, int] = {}
@@ -367,7 +366,7 @@ class Feed:
         frames, self._live = self._live, []
         if frames and not self.closed:
             if self._task is not None:  # a fill started meanwhile: keep the order
-                self._queue.extendleft(reversed(frames))
+                self._queue[:0] = frames
             else:
                 self.outlet.write_frames(frames)
 
@@ -393,7 +392,7 @@ class Feed:
     async def _run_jobs(self) -> None:
         try:
             while self._jobs and not self.closed:
-                job = self._jobs.popleft()
+                job = self._jobs.pop(0)
                 try:
                     await job()
                 except HistoryTrimmed:

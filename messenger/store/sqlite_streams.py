@@ -1,6 +1,7 @@
 """The streams part of the SQLite adapter (``Store.append_stream`` and friends; the design is in
-docs/REALTIME_STREAMS.md). Mixed into ``SQLiteStore``; every method runs on the store's one
-worker thread through ``_run``.
+docs/REALTIME_STREAMS.md). Mixed into ``SQLiteStore``; every method that writes runs on the
+store's one worker thread through ``_run``, the reads (``read_stream``, ``stream_bounds``,
+``last_message_event_seq``, ``latest_marker``) on the loop's thread through ``_read``.
 
 * ``append_stream`` reads the stream's head (its largest stored offset, one step down the
   primary key) and inserts the batch at the offsets after it, in one ``BEGIN IMMEDIATE``
@@ -146,6 +147,7 @@ class SQLiteStreamsMixin:
     """Stream methods of ``SQLiteStore`` (see ``Store`` for the semantics)."""
 
     _run: Callable[..., Any]
+    _read: Callable[..., Any]
     _epoch: str | None  # SQLiteStore's: the epoch once read
 
     async def stream_epoch(self) -> str:
@@ -181,7 +183,7 @@ class SQLiteStreamsMixin:
         check_stream(stream)
         if limit <= 0:
             return []
-        rows = await self._run(
+        rows = await self._read(
             lambda conn: conn.execute(SQL_READ_STREAM, (stream, after, limit)).fetchall()
         )
         return [_entry(row) for row in rows]
@@ -191,7 +193,7 @@ class SQLiteStreamsMixin:
         if not wanted:
             return {}
         keys = orjson.dumps(wanted).decode()
-        rows = await self._run(lambda conn: conn.execute(SQL_STREAM_BOUNDS, (keys,)).fetchall())
+        rows = await self._read(lambda conn: conn.execute(SQL_STREAM_BOUNDS, (keys,)).fetchall())
         found = {stream: (floor, head) for stream, floor, head in rows}
         return {stream: found[stream] for stream in wanted}
 
@@ -293,7 +295,7 @@ class SQLiteStreamsMixin:
         """See ``Store.last_message_event_seq``: the last entry of the chat log's part of the
         index ``stream_entries_message_seq`` (trims keep that entry)."""
         log = chat_log_key(chat_id)
-        row = await self._run(lambda conn: conn.execute(SQL_LAST_MESSAGE_EVENT, (log,)).fetchone())
+        row = await self._read(lambda conn: conn.execute(SQL_LAST_MESSAGE_EVENT, (log,)).fetchone())
         return 0 if row is None else int(row[1])
 
     async def fan_out_entry(
@@ -320,7 +322,7 @@ class SQLiteStreamsMixin:
     async def latest_marker(self, user_id: str, chat_id: str) -> tuple[int, int] | None:
         """See ``Store.latest_marker``: one step down the index ``stream_entries_source``
         (further only past the chat's copies that are not markers)."""
-        row = await self._run(
+        row = await self._read(
             lambda conn: conn.execute(SQL_LATEST_MARKER, (f"u:{user_id}", chat_id)).fetchone()
         )
         return None if row is None else (row[0], row[1])
