@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from handlers.base import BaseHandler
 from messenger import validation
 
@@ -21,7 +23,9 @@ class MessagesHandler(BaseHandler):
         messages, has_more = await self.services.chats.history(
             self.user_id, chat_id, before_id, limit
         )
-        self.send_json({"messages": [m.to_json() for m in messages], "has_more": has_more})
+        # each message's encoding is made once and kept with it (Message.json_bytes)
+        self.send_json({"messages": [orjson.Fragment(m.json_bytes()) for m in messages],
+                        "has_more": has_more})
 
     async def post(self, chat_id: str) -> None:
         body = self.json_body()

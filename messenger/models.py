@@ -7,10 +7,12 @@ hashes) are simply not rendered.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 from messenger.clock import from_millis, iso_millis, isoformat
 
@@ -98,10 +100,20 @@ class Message:
     #: render it straight to ISO 8601 without building a datetime per message
     created_ms: int
     attachments: tuple[Attachment, ...] = ()
+    #: ``to_json()`` encoded, made by the first ``json_bytes()`` (a message never changes, so a
+    #: store that keeps recent ones renders each once, however often a page shows it)
+    _json: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def created_at(self) -> datetime:
         return from_millis(self.created_ms)
+
+    def json_bytes(self) -> bytes:
+        encoded = self._json
+        if encoded is None:
+            encoded = orjson.dumps(self.to_json())
+            object.__setattr__(self, "_json", encoded)  # a cache, not a change: frozen still
+        return encoded
 
     def to_json(self) -> dict[str, Any]:
         return {

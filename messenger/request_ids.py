@@ -2,8 +2,11 @@
 
 A request's id is its own ``X-Request-ID`` when that is sane — 1..128 characters, each a letter,
 a digit or one of ``-_.:=+/`` (so it can never break a log line or a header) — else 32 new
-lower-case hex digits. ``request_id(request)`` decides once per request and remembers it for
-that request object only (a weak reference: nothing outlives the request).
+lower-case hex digits: 16 random ones drawn once per process, then the process's request count
+(unique across processes and restarts with overwhelming odds, and a counter instead of 16 bytes
+of ``os.urandom`` per request, which cost 6 % of a small request). ``request_id(request)``
+decides once per request and remembers it for that request object only (a weak reference:
+nothing outlives the request).
 
 ``RequestIdTransform`` (a Tornado output transform, so every answer passes it: errors, the
 WebSocket handshake, static files) writes the id into the answer's ``X-Request-ID``. Log lines
@@ -14,6 +17,7 @@ that request's id for the rest of their lives.
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import weakref
@@ -35,8 +39,12 @@ def accepted(value: str | None) -> str | None:
     return value if value is not None and _SANE.fullmatch(value) else None
 
 
+_PREFIX = secrets.token_hex(8)
+_COUNT = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return secrets.token_hex(16)
+    return f"{_PREFIX}{next(_COUNT):016x}"
 
 
 def request_id(request: tornado.httputil.HTTPServerRequest) -> str:

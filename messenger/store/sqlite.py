@@ -89,6 +89,7 @@ from messenger.models import (
 from messenger.names import name_key, prefix_bounds
 from messenger.store.base import Store, check_seq_range
 from messenger.store.errors import EmailTaken, StoreError, StoreUnavailable
+from messenger.store.recent_messages import RecentMessages
 from messenger.store.sqlite_email import SQLiteEmailMixin
 from messenger.store.sqlite_parts import (
     USER_COLUMNS,
@@ -252,6 +253,7 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._reader: sqlite3.Connection | None = None  # touched only on the loop's thread
+        self._recent = RecentMessages()  # history reads (loop's thread only)
         self._closed = False
         self._last_purge = time.monotonic()  # migrate() purges at start
         self._epoch: str | None = None  # the stream epoch, read once
@@ -703,7 +705,8 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
             return conn.execute(SQL_MESSAGES_BEFORE, (chat_id, before_seq, limit + 1)).fetchall()
 
         rows = await self._read(op)
-        page = [_message(row) for row in reversed(rows[:limit])]
+        recent = self._recent
+        page = [recent.of(row[0], row, _message) for row in reversed(rows[:limit])]
         return page, len(rows) > limit
 
     async def messages_in_seq_range(

@@ -10,14 +10,13 @@ are refused.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.support.debian import apt_install
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -51,14 +50,7 @@ def ensure_chromium() -> tuple[str, str] | None:
     """``(chromium, chromedriver)`` binaries; installed with apt-get first when missing and we
     are root (``apt-get update`` first, saying so on stderr). None when neither works."""
     found = _find()
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        print("chromium/chromedriver are missing: installing them with apt-get", file=sys.stderr)
-        for args in (["apt-get", "update", "-qq"],
-                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                      *DEBIAN_PACKAGES]):
-            if subprocess.run(args, env=env, capture_output=True, timeout=900).returncode:
-                break
+    if found is None and apt_install(list(DEBIAN_PACKAGES), "chromium/chromedriver are"):
         found = _find()
     return found
 

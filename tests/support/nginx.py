@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.debian import apt_install
 from tests.support.processes import cluster_script, free_port, stop, wait_for_port
 
 NGINX_PATH = os.pathsep.join(["/usr/sbin", "/usr/local/sbin", os.environ.get("PATH", "")])
@@ -19,13 +19,7 @@ NGINX_PATH = os.pathsep.join(["/usr/sbin", "/usr/local/sbin", os.environ.get("PA
 def ensure_nginx() -> str | None:
     """The nginx binary; installed with apt-get first when missing and we are root."""
     found = shutil.which("nginx", path=NGINX_PATH)
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        print("nginx is missing: installing it with apt-get", file=sys.stderr)
-        for args in (["apt-get", "update", "-qq"],
-                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx"]):
-            if subprocess.run(args, env=env, capture_output=True, timeout=600).returncode:
-                break
+    if found is None and apt_install(["nginx"], "nginx is"):
         found = shutil.which("nginx", path=NGINX_PATH)
     return found
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
+
+from tests.support.debian import apt_install
 
 PROMTOOL_PATH = os.pathsep.join(["/usr/bin", "/usr/local/bin", os.environ.get("PATH", "")])
 
@@ -16,15 +17,7 @@ PROMTOOL_PATH = os.pathsep.join(["/usr/bin", "/usr/local/bin", os.environ.get("P
 def ensure_promtool() -> str | None:
     """The promtool binary; installed with apt-get first when missing and we are root."""
     found = shutil.which("promtool", path=PROMTOOL_PATH)
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        print("promtool is missing: installing Debian's prometheus package with apt-get",
-              file=sys.stderr)
-        for args in (["apt-get", "update", "-qq"],
-                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                      "prometheus"]):
-            if subprocess.run(args, env=env, capture_output=True, timeout=900).returncode:
-                break
+    if found is None and apt_install(["prometheus"], "promtool (Debian's prometheus) is"):
         found = shutil.which("promtool", path=PROMTOOL_PATH)
     return found
 
