@@ -20,11 +20,11 @@ class MessagesHandler(BaseHandler):
         )
         # Not stripped: an id with junk around it is malformed, as in a path or a body.
         before_id = self.get_query_argument("before_id", None, strip=False)
-        messages, has_more = await self.services.chats.history(
+        messages, has_more = await self.services.chats.history_json(
             self.user_id, chat_id, before_id, limit
         )
-        # each message's encoding is made once and kept with it (Message.json_bytes)
-        self.send_json({"messages": [orjson.Fragment(m.json_bytes()) for m in messages],
+        # the store encoded each message (Store.list_messages_json): embedded as they are
+        self.send_json({"messages": [orjson.Fragment(m) for m in messages],
                         "has_more": has_more})
 
     async def post(self, chat_id: str) -> None:

@@ -19,7 +19,6 @@ from messenger.models import (
     Chat,
     ChatType,
     ChatView,
-    Message,
 )
 from messenger.store import Store
 
@@ -176,19 +175,26 @@ class ChatService:
             "member_removed", self._notifier.member_removed(chat, user_id, caller_id)
         )
 
-    async def history(
+    async def history_json(
         self, caller_id: str, chat_id: str, before_id: str | None, limit: int
-    ) -> tuple[list[Message], bool]:
+    ) -> tuple[list[bytes], bool]:
+        """A page of history (``Store.list_messages``'s), each message as its encoded API
+        JSON."""
+        chat_id, before_seq = await self._page_start(caller_id, chat_id, before_id)
+        return await self._store.list_messages_json(chat_id, before_seq, limit)
+
+    async def _page_start(self, caller_id: str, chat_id: str,
+                          before_id: str | None) -> tuple[str, int | None]:
+        """The chat (the caller a member) and the seq a page ends before (None: the newest)."""
         chat = await self.member_chat(caller_id, chat_id)
-        before_seq = None
-        if before_id is not None:
-            anchor = await self._store.get_message(chat.id, before_id) if is_valid_id(
-                before_id
-            ) else None
-            if anchor is None:
-                raise ValidationFailed("before_id", "before_id is not a message of this chat")
-            before_seq = anchor.seq
-        return await self._store.list_messages(chat.id, before_seq, limit)
+        if before_id is None:
+            return chat.id, None
+        anchor = await self._store.get_message(chat.id, before_id) if is_valid_id(
+            before_id
+        ) else None
+        if anchor is None:
+            raise ValidationFailed("before_id", "before_id is not a message of this chat")
+        return chat.id, anchor.seq
 
     async def claim_attachments(
         self,

@@ -7,6 +7,7 @@ import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from messenger.clock import utcnow
@@ -254,3 +255,24 @@ async def test_attachment_fields_survive_any_text(store: Store) -> None:
     )
     stored = await store.get_message(chat.id, result.message.id)
     assert stored is not None and stored.attachments == (attachment,)
+
+
+async def test_history_json_is_to_json_for_any_message(store: Store) -> None:
+    """``list_messages_json`` (the REST page; SQLite encodes it in SQL) gives exactly the JSON
+    values ``Message.to_json()`` gives, for any text, ids, times and attachments."""
+    ann = await new_user(store)
+    chat = await new_group(store, [ann])
+    upload = await ready_upload(store, ann, name='we"ird \\ näme\n.png')
+    attachment = Attachment(upload.id, upload.filename, upload.content_type, upload.size)
+    texts = ['quote " backslash \\ slash /', "new\nline\ttab\r\x01\x1f", "é ü 日本 🙂 \u2028\u2029",
+             "<script>&amp;</script>", "", " " * 3, "a" * 4000]
+    drafts = [MessageDraft(ann.id, text, f"c-{i}" if i % 2 else None) for i, text in
+              enumerate(texts)]
+    drafts.append(MessageDraft(ann.id, "with a file", "c-file", (attachment,)))
+    await store.append_messages(chat.id, drafts)
+    for before, limit in ((None, 50), (None, 3), (5, 2), (1, 10)):
+        messages, more = await store.list_messages(chat.id, before, limit)
+        encoded, more_json = await store.list_messages_json(chat.id, before, limit)
+        assert more_json == more
+        assert [orjson.loads(item) for item in encoded] == [m.to_json() for m in messages]
+    assert len((await store.list_messages_json(chat.id, None, 50))[0]) == len(drafts)

@@ -337,6 +337,14 @@ class Store(abc.ABC):
         and whether older ones exist."""
 
     @abc.abstractmethod
+    async def list_messages_json(
+        self, chat_id: str, before_seq: int | None, limit: int
+    ) -> tuple[list[bytes], bool]:
+        """``list_messages``, each message as its API JSON (what ``Message.to_json()`` gives,
+        encoded; a history page embeds them as they are). An adapter may encode straight from
+        its columns; the JSON values must equal ``to_json()``'s (a contract test compares)."""
+
+    @abc.abstractmethod
     async def messages_in_seq_range(
         self, chat_id: str, first_seq: int, last_seq: int
     ) -> list[Message]:

@@ -131,6 +131,7 @@ from messenger.store.mongo_docs import (
 from messenger.store.mongo_docs import guarded as _guarded  # mongo_email.py binds it by this name
 from messenger.store.mongo_email import MongoEmailMixin
 from messenger.store.mongo_streams import MongoStreamsMixin, StreamQueue
+from messenger.store.recent_messages import RecentMessages
 from messenger.store.streams import APPEND_ATTEMPTS, HeadCache
 
 #: How long a write waits for its write concern before failing (``StoreUnavailable``).
@@ -194,6 +195,7 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         self._stream_heads = HeadCache()
         self._epoch: str | None = None
         self._appends: set[asyncio.Task[Any]] = set()
+        self._recent = RecentMessages()  # history reads
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
@@ -679,8 +681,17 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
             .limit(limit + 1)  # never 0, which would mean "no limit"
             .to_list(None)
         )
-        page = [to_message(doc) for doc in reversed(docs[:limit])]
+        recent = self._recent
+        page = [recent.of(str(doc["_id"]), doc, to_message) for doc in reversed(docs[:limit])]
         return page, len(docs) > limit
+
+    async def list_messages_json(
+        self, chat_id: str, before_seq: int | None, limit: int
+    ) -> tuple[list[bytes], bool]:
+        """See ``Store.list_messages_json``: each message encoded once and kept with it (the
+        recent ones are reused, ``RecentMessages``)."""
+        page, more = await self.list_messages(chat_id, before_seq, limit)
+        return [message.json_bytes() for message in page], more
 
     @_guarded
     async def messages_in_seq_range(

@@ -130,6 +130,21 @@ SQL_MESSAGES_BEFORE = f"""
     SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq < ?
     ORDER BY seq DESC LIMIT ?
 """
+#: A message row as its API JSON, encoded by SQLite itself (``Message.to_json()``'s fields in
+#: its order; ``created_at`` from the stored milliseconds with integer arithmetic only).
+MESSAGE_JSON = """json_object(
+    'id', id, 'chat_id', chat_id, 'seq', seq, 'sender_id', sender_id, 'text', text,
+    'client_msg_id', client_msg_id,
+    'created_at', strftime('%Y-%m-%dT%H:%M:%S', created_at / 1000, 'unixepoch')
+                  || printf('.%03dZ', created_at % 1000),
+    'attachments', json(coalesce(attachments, '[]')))"""
+SQL_NEWEST_MESSAGES_JSON = f"""
+    SELECT {MESSAGE_JSON} FROM messages WHERE chat_id = ? ORDER BY seq DESC LIMIT ?
+"""
+SQL_MESSAGES_BEFORE_JSON = f"""
+    SELECT {MESSAGE_JSON} FROM messages WHERE chat_id = ? AND seq < ?
+    ORDER BY seq DESC LIMIT ?
+"""
 SQL_MESSAGES_IN_SEQ_RANGE = f"""
     SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq >= ? AND seq <= ?
     ORDER BY seq LIMIT ?
@@ -708,6 +723,22 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
         recent = self._recent
         page = [recent.of(row[0], row, _message) for row in reversed(rows[:limit])]
         return page, len(rows) > limit
+
+    async def list_messages_json(
+        self, chat_id: str, before_seq: int | None, limit: int
+    ) -> tuple[list[bytes], bool]:
+        """See ``Store.list_messages_json``: SQLite's ``json_object`` encodes each row (no
+        Python object per column, no ``Message``, no dict)."""
+        limit = max(limit, 0)
+
+        def op(conn: sqlite3.Connection) -> list[Row]:
+            if before_seq is None:
+                return conn.execute(SQL_NEWEST_MESSAGES_JSON, (chat_id, limit + 1)).fetchall()
+            return conn.execute(SQL_MESSAGES_BEFORE_JSON,
+                                (chat_id, before_seq, limit + 1)).fetchall()
+
+        rows = await self._read(op)
+        return [row[0].encode() for row in reversed(rows[:limit])], len(rows) > limit
 
     async def messages_in_seq_range(
         self, chat_id: str, first_seq: int, last_seq: int
