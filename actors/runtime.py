@@ -25,7 +25,9 @@ Rules every actor follows:
   ``batch_max``) go to ``receive_batch`` at once, which returns one result (or exception) per
   message, in order. A burst of sends thus becomes one database write.
 * An actor with ``idle_timeout`` set stops itself when its inbox has been empty that long and
-  ``is_idle()`` agrees (say, no open sessions). The stop is decided synchronously, so no
+  ``is_idle()`` agrees (say, no open sessions). ``is_idle()`` must change only while the actor
+  handles a message (or starts): it is asked when the inbox empties, and again when the
+  timer fires. The stop is decided synchronously, so no
   message can slip into an actor that has decided to stop; a registry then spawns a fresh one.
 * An actor holds a task only while its inbox has messages: the first message after it was
   found empty starts one, which handles messages until the inbox is empty again and then ends
@@ -223,9 +225,11 @@ class Actor:
 
     def _park(self) -> None:
         """The inbox is empty (nothing can slip in: no await since the check): drop it, and
-        with ``idle_timeout`` look again after that long."""
+        with ``idle_timeout``, if the actor is idle now, look again after that long. (Not idle
+        now — say, a user with open sessions — means no timer: ``is_idle`` changes only while a
+        message is handled, and the park after that one looks again.)"""
         self._inbox = None
-        if self.idle_timeout is not None:
+        if self.idle_timeout is not None and self.is_idle():
             self._idle_timer = asyncio.get_running_loop().call_later(
                 self.idle_timeout, self._idle_check)
 

@@ -24,7 +24,7 @@ class MessagesHandler(BaseHandler):
             self.user_id, chat_id, before_id, limit
         )
         # the store encoded each message (Store.list_messages_json): embedded as they are
-        self.send_json({"messages": [orjson.Fragment(m) for m in messages],
+        self.send_json({"messages": orjson.Fragment(b"[%s]" % b",".join(messages)),
                         "has_more": has_more})
 
     async def post(self, chat_id: str) -> None:

@@ -35,7 +35,15 @@ from handlers.users import MeHandler, UserHandler, UsersHandler
 from handlers.web import AppFiles, AppPage, AppRedirect, DocsFiles, DocsPage
 from handlers.ws import WebSocketHandler
 
+#: Tornado tries the patterns in this order: the routes a client calls all day come first
+#: (no two patterns match one path, except ``/api/users/me`` before ``/api/users/{user_id}``).
 ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
+    ("/api/chats/{chat_id}/messages", MessagesHandler),
+    ("/api/chats", ChatsHandler),
+    ("/api/events", EventsHandler),
+    ("/ws", WebSocketHandler),
+    ("/api/chats/{chat_id}/read", ChatReadHandler),
+    ("/api/chats/{chat_id}/typing", TypingHandler),
     ("/", RootHandler),
     ("/api/healthz", HealthHandler),
     ("/api/readyz", ReadyHandler),
@@ -55,19 +63,13 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/api/users", UsersHandler),
     ("/api/users/me", MeHandler),
     ("/api/users/{user_id}", UserHandler),
-    ("/api/chats", ChatsHandler),
     ("/api/chats/{chat_id}", ChatHandler),
-    ("/api/chats/{chat_id}/read", ChatReadHandler),
-    ("/api/chats/{chat_id}/messages", MessagesHandler),
     ("/api/uploads", UploadsHandler),
     ("/api/uploads/{upload_id}/complete", UploadCompleteHandler),
     ("/api/attachments/{attachment_id}", AttachmentHandler),
     ("/api/storage/{token}", StorageHandler),
     ("/api/chats/{chat_id}/members", ChatMembersHandler),
     ("/api/chats/{chat_id}/members/{user_id}", ChatMemberHandler),
-    ("/api/chats/{chat_id}/typing", TypingHandler),
-    ("/api/events", EventsHandler),
-    ("/ws", WebSocketHandler),
     ("/app", AppRedirect),
     ("/app/", AppPage),
     ("/app/{path}", AppFiles),

@@ -29,6 +29,7 @@ import tornado.websocket
 
 from actors.runtime import ActorError
 from handlers.base import BaseHandler
+from messenger import request_ids
 from messenger.clock import isoformat, utcnow
 from messenger.errors import (
     ApiError,
@@ -79,8 +80,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._holds_quota = False
         self._stream: tornado.iostream.IOStream | None = None  # once open
         self._gone: asyncio.Future[None] | None = None  # made by wait_closed, set by on_close
-        settings = self.application.services.settings  # type: ignore[attr-defined]
-        self._bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
+        self._bucket: TokenBucket | None = None  # made by the first client frame
 
     @property
     def hub(self) -> RealtimeHub:
@@ -286,6 +286,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         request.arguments.clear()
         request.uri = request.path
         request.query = ""
+        request_ids.forget(request)  # logged already; the session does not need it
 
     def check_alive(self, now: float, idle_timeout: float, wall: float) -> None:
         """The hub's sweep (every second at most): close with 1008 once the token has expired
@@ -334,7 +335,11 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         except protocol.FrameError as exc:
             self.write_error_frame(exc.error, exc.ref)
             return
-        if not self._bucket.consume():
+        bucket = self._bucket
+        if bucket is None:
+            bucket = self._bucket = TokenBucket(settings.ws_messages_per_second,
+                                                settings.ws_burst)
+        if not bucket.consume():
             self.write_error_frame(RateLimited(
                 f"more than {settings.ws_messages_per_second:g} frames per second"
             ), frame.ref)

@@ -179,22 +179,23 @@ class ChatService:
         self, caller_id: str, chat_id: str, before_id: str | None, limit: int
     ) -> tuple[list[bytes], bool]:
         """A page of history (``Store.list_messages``'s), each message as its encoded API
-        JSON."""
-        chat_id, before_seq = await self._page_start(caller_id, chat_id, before_id)
-        return await self._store.list_messages_json(chat_id, before_seq, limit)
-
-    async def _page_start(self, caller_id: str, chat_id: str,
-                          before_id: str | None) -> tuple[str, int | None]:
-        """The chat (the caller a member) and the seq a page ends before (None: the newest)."""
-        chat = await self.member_chat(caller_id, chat_id)
-        if before_id is None:
-            return chat.id, None
-        anchor = await self._store.get_message(chat.id, before_id) if is_valid_id(
-            before_id
-        ) else None
-        if anchor is None:
-            raise ValidationFailed("before_id", "before_id is not a message of this chat")
-        return chat.id, anchor.seq
+        JSON. The page query checks membership itself; only an empty page (or a ``before_id``)
+        costs the full check, so a non-member still gets 404 before any 422."""
+        if not is_valid_id(chat_id):
+            raise ChatNotFound("chat not found")
+        before_seq = None
+        if before_id is not None:
+            await self.member_chat(caller_id, chat_id)
+            anchor = await self._store.get_message(chat_id, before_id) if is_valid_id(
+                before_id
+            ) else None
+            if anchor is None:
+                raise ValidationFailed("before_id", "before_id is not a message of this chat")
+            before_seq = anchor.seq
+        page, more = await self._store.list_messages_json(chat_id, before_seq, limit, caller_id)
+        if not page and before_id is None:
+            await self.member_chat(caller_id, chat_id)  # empty, or not theirs: 404
+        return page, more
 
     async def claim_attachments(
         self,

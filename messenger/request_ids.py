@@ -56,6 +56,11 @@ def request_id(request: tornado.httputil.HTTPServerRequest) -> str:
     return found
 
 
+def forget(request: tornado.httputil.HTTPServerRequest) -> None:
+    """Drop the request's id now (a WebSocket's request lives as long as its session)."""
+    _ids.pop(request, None)
+
+
 class RequestIdTransform(tornado.web.OutputTransform):
     """Puts the request's id into the ``X-Request-ID`` header of its answer."""
 

@@ -272,7 +272,19 @@ async def test_history_json_is_to_json_for_any_message(store: Store) -> None:
     await store.append_messages(chat.id, drafts)
     for before, limit in ((None, 50), (None, 3), (5, 2), (1, 10)):
         messages, more = await store.list_messages(chat.id, before, limit)
-        encoded, more_json = await store.list_messages_json(chat.id, before, limit)
+        encoded, more_json = await store.list_messages_json(chat.id, before, limit, ann.id)
         assert more_json == more
         assert [orjson.loads(item) for item in encoded] == [m.to_json() for m in messages]
-    assert len((await store.list_messages_json(chat.id, None, 50))[0]) == len(drafts)
+    assert len((await store.list_messages_json(chat.id, None, 50, ann.id))[0]) == len(drafts)
+
+
+async def test_history_json_is_for_members_only(store: Store) -> None:
+    ann, bob, eve = await new_user(store), await new_user(store), await new_user(store)
+    chat = await new_group(store, [ann, bob])
+    await store.append_messages(chat.id, [MessageDraft(ann.id, "hi"), MessageDraft(bob.id, "yo")])
+    assert len((await store.list_messages_json(chat.id, None, 50, bob.id))[0]) == 2
+    assert await store.list_messages_json(chat.id, None, 50, eve.id) == ([], False)
+    assert await store.list_messages_json(chat.id, 2, 50, eve.id) == ([], False)
+    await store.remove_member(chat.id, bob.id)
+    assert await store.list_messages_json(chat.id, None, 50, bob.id) == ([], False)
+    assert len((await store.list_messages_json(chat.id, None, 1, ann.id))[0]) == 1

@@ -47,6 +47,7 @@ log = logging.getLogger("messenger.realtime.feed")
 #: Entries read from the store per round trip during a catch-up or gap fill.
 FILL_PAGE = 500
 _REMOVED = b'{"type":"member_removed"'
+_NONE_LEAVING: frozenset[str] = frozenset()
 
 
 class Outlet(Protocol):
@@ -127,7 +128,8 @@ class Feed:
         self._followed: set[str] = set()
         #: stream: the store's head at the last periodic check that found this feed behind it
         self._behind: dict[str, int] = {}
-        self._leaving: set[str] = set()  # chat streams of a removal being handled
+        #: chat streams of a removal being handled (rare: a shared empty one until then)
+        self._leaving: set[str] | frozenset[str] = _NONE_LEAVING
         self._restarting = False
         self.page = FILL_PAGE if max_frames is None else max(1, min(FILL_PAGE, max_frames))
         self.on_frames: Callable[[], None] | None = None  # a long poll's wake-up
@@ -312,7 +314,9 @@ class Feed:
     def _leave(self, stream: str, offset: int) -> None:
         """The user was removed at ``offset``: deliver nothing more of ``stream`` until the
         job decides (stop following, or go on from a later re-addition)."""
-        self._leaving.add(stream)
+        if not self._leaving:
+            self._leaving = set()
+        self._leaving.add(stream)  # type: ignore[union-attr]
         self._jobs.append(lambda: self._left_chat(stream, offset))
 
     def _frame(self, pub: Publication, cursor: str) -> bytes:
@@ -467,7 +471,8 @@ class Feed:
 
     async def _left_chat(self, stream: str, offset: int) -> None:
         """After the user's own ``member_removed`` at ``offset`` of the chat's stream."""
-        self._leaving.discard(stream)
+        if stream in self._leaving:
+            self._leaving.discard(stream)  # type: ignore[union-attr]
         rejoined = await self.host.rejoined_at(stream[2:], self.user_id, offset)
         if rejoined is not None and stream in self.cursors:
             # Added back later: go on from that addition (the events between are not theirs).

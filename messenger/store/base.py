@@ -338,11 +338,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_messages_json(
-        self, chat_id: str, before_seq: int | None, limit: int
+        self, chat_id: str, before_seq: int | None, limit: int, member_id: str
     ) -> tuple[list[bytes], bool]:
         """``list_messages``, each message as its API JSON (what ``Message.to_json()`` gives,
-        encoded; a history page embeds them as they are). An adapter may encode straight from
-        its columns; the JSON values must equal ``to_json()``'s (a contract test compares)."""
+        encoded; a history page embeds them as they are), and only if ``member_id`` is a
+        member of the chat now — else ``([], False)``, as for an empty page (the caller tells
+        the two apart only when the page is empty). An adapter may encode straight from its
+        columns; the JSON values must equal ``to_json()``'s (a contract test compares)."""
 
     @abc.abstractmethod
     async def messages_in_seq_range(

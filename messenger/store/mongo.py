@@ -686,10 +686,14 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         return page, len(docs) > limit
 
     async def list_messages_json(
-        self, chat_id: str, before_seq: int | None, limit: int
+        self, chat_id: str, before_seq: int | None, limit: int, member_id: str
     ) -> tuple[list[bytes], bool]:
-        """See ``Store.list_messages_json``: each message encoded once and kept with it (the
-        recent ones are reused, ``RecentMessages``)."""
+        """See ``Store.list_messages_json``: the membership, then the page; each message
+        encoded once and kept with it (the recent ones are reused, ``RecentMessages``)."""
+        chat_oid, member_oid = oid(chat_id), oid(member_id)
+        if chat_oid is None or member_oid is None or await self._db.chats.find_one(
+                {"_id": chat_oid, "member_ids": member_oid}, projection={"_id": 1}) is None:
+            return [], False
         page, more = await self.list_messages(chat_id, before_seq, limit)
         return [message.json_bytes() for message in page], more
 
