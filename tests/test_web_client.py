@@ -237,6 +237,16 @@ class Person:
             }
             return null;""", title)
 
+    def presence_of(self, title: str) -> str | None:
+        """The presence dot on the avatar of the chat item named ``title``."""
+        return self.driver.execute_script("""
+            for (const li of document.querySelectorAll('.chat-item')) {
+              if (li.querySelector('.chat-name').textContent !== arguments[0]) continue;
+              const avatar = li.querySelector('[data-presence]');
+              return avatar ? avatar.dataset.presence : null;
+            }
+            return null;""", title)
+
     def quit(self) -> None:
         self.driver.quit()
 
@@ -373,6 +383,10 @@ def test_two_people_chat_through_a_server_restart(
     # both pages resumed over the new process (no resync), and the conversation goes on
     alice.wait(alice.online, "Alice reconnected")
     bob.wait(bob.online, "Bob reconnected")
+    # each sees the other online: the later one to reconnect from its presence snapshot, the
+    # earlier one from the later one's presence event
+    alice.wait(lambda: alice.presence_of("Bob") == "online", "Bob's presence dot")
+    bob.wait(lambda: bob.presence_of("Alice") == "online", "Alice's presence dot")
     bob.send("Good to have you back")
     alice.wait(lambda: alice.texts()[-1] == "Good to have you back", "a live message")
     assert len(alice.texts()) == len(set(alice.texts())) == 6
