@@ -46,31 +46,32 @@ class LoginHandler(BaseHandler):
         self.send_json(session.to_json())
 
 
-class RefreshHandler(BaseHandler):
+class RefreshTokenHandler(BaseHandler):
+    """A body ``{"refresh_token": str}``, under refresh's per-address limit (§2)."""
+
     requires_auth = False
 
-    async def post(self) -> None:
-        body = self.json_body()
-        token = validation.string(body, "refresh_token", max_len=4096)
+    def refresh_token(self) -> str:
+        token = validation.string(self.json_body(), "refresh_token", max_len=4096)
         assert token is not None
-        limits = self.services.auth_limits
-        limits.refresh_from(self.client_address)
-        session = await self.services.accounts.refresh(token, admit=limits.refresh_of)
+        self.services.auth_limits.refresh_from(self.client_address)
+        return token
+
+
+class RefreshHandler(RefreshTokenHandler):
+    async def post(self) -> None:
+        token = self.refresh_token()
+        admit = self.services.auth_limits.refresh_of
+        session = await self.services.accounts.refresh(token, admit=admit)
         self.send_json(session.to_json())
 
 
-class LogoutHandler(BaseHandler):
+class LogoutHandler(RefreshTokenHandler):
     """Revoke the presented refresh token's family -> 204; no bearer token needed."""
 
-    requires_auth = False
-
     async def post(self) -> None:
-        body = self.json_body()
-        token = validation.string(body, "refresh_token", max_len=4096)
-        assert token is not None
-        limits = self.services.auth_limits
-        limits.refresh_from(self.client_address)
-        await self.services.accounts.logout(token, admit=limits.refresh_of)
+        token = self.refresh_token()
+        await self.services.accounts.logout(token, admit=self.services.auth_limits.refresh_of)
         self.set_status(204)
         self.finish()
 
