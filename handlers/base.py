@@ -46,7 +46,7 @@ log = logging.getLogger("messenger.http")
 #: Request headers a browser may send cross-origin (answered in a preflight).
 CORS_ALLOWED_HEADERS = "Authorization, Content-Type"
 #: Response headers a cross-origin script may read.
-CORS_EXPOSED_HEADERS = "Retry-After, WWW-Authenticate, Location"
+CORS_EXPOSED_HEADERS = "Retry-After, WWW-Authenticate, Location, X-Request-ID"
 #: How long a browser may cache a preflight answer, seconds.
 CORS_MAX_AGE_SECONDS = 600
 

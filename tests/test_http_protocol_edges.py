@@ -161,6 +161,7 @@ async def test_answers_to_an_allowed_origin_carry_cors_headers_errors_included(
     assert ok.status == 200
     assert ok.header("Access-Control-Allow-Origin") == ALLOWED
     assert "Retry-After" in ok.header("Access-Control-Expose-Headers")
+    assert "X-Request-ID" in ok.header("Access-Control-Expose-Headers")  # a page reads its id
     refused = await api.get("/api/users/me", headers={"Origin": ALLOWED})
     assert refused.status == 401
     assert refused.header("Access-Control-Allow-Origin") == ALLOWED  # the script can read why
