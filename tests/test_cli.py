@@ -28,7 +28,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,14 @@ from messenger.store.mongo_docs import INDEXES
 from messenger.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import RELAXED_AUTH_LIMITS, TEST_SECRET, unique_db_name
 from tests.support.api import Api
-from tests.support.processes import ROOT, MessengerServer, MongoecoServer, free_port, stop
+from tests.support.processes import (
+    ROOT,
+    MessengerServer,
+    MongoecoServer,
+    free_port,
+    stop,
+    wait_healthy,
+)
 
 PASSWORD = "correct horse battery"
 ID = re.compile(r"[0-9a-f]{24}")
@@ -89,17 +95,7 @@ def test_options_alone_mean_serve(tmp_path: Path, command: list[str]) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "messenger", *command, "--host", "127.0.0.1",
                              "--port", str(port)], cwd=ROOT, env=command_env(tmp_path))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"exited with {proc.returncode}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/healthz",
-                                            timeout=1) as resp:
-                    assert resp.status == 200
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, f"nothing serves on port {port}"
-                time.sleep(0.05)
+        wait_healthy(port, proc)
     finally:
         assert stop(proc) == 0
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ import pytest
 from config import ConfigError, load_settings
 from config.env_file import load_env_file, parse_env_file
 from tests.conftest import TEST_SECRET
-from tests.support.processes import ROOT, free_port, stop
+from tests.support.processes import ROOT, free_port, stop, wait_healthy
 
 BASE_ENV = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
 
@@ -176,17 +174,7 @@ def test_the_server_listens_where_its_dot_env_says(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "messenger"], cwd=tmp_path, env=BASE_ENV,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/healthz",
-                                            timeout=1) as resp:
-                    assert resp.status == 200
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not listen on .env's PORT"
-                time.sleep(0.05)
+        wait_healthy(port, proc)  # on .env's PORT
         assert (tmp_path / "data" / "messenger.sqlite3").exists()
     finally:
         assert stop(proc) == 0

@@ -37,6 +37,24 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
     raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
 
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait until ``proc`` answers ``GET /api/healthz`` with 200 on ``port``; fail if it exits
+    (with its stderr, when piped) or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            said = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"exited with {proc.returncode}: {said}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/healthz",
+                                        timeout=1) as resp:
+                assert resp.status == 200
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing serves on port {port}"
+            time.sleep(0.05)
+
+
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
     if proc.poll() is None:
         proc.terminate()
