@@ -67,20 +67,32 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     user_id: str
     token_expires_at: float
+    # Defaults on the class: an instance gets its own value only once it differs. Tornado keeps
+    # a handler's attributes inline up to ~30 of them and moves them all into a 1.6 KiB dict
+    # past that; its own take about 25, so a session's state stays within a handful of
+    # attributes set on every session.
+    closed = False
+    feed: Feed | None = None
+    _resume: ResumeCursor | None = None  # a reconnect's cursor, until the feed started from it
+    _ready_cursor = ""
+    _tasks: set[asyncio.Task[None]] | None = None  # made with the first one
+    _holds_quota = False
+    _gone: asyncio.Future[None] | None = None  # made by wait_closed, set by on_close
+    _bucket: TokenBucket | None = None  # made by the first client frame
 
     def initialize(self) -> None:
         self.id = uuid.uuid4().hex
-        self.session_id = self.id
-        self.closed = False
         self.last_frame_at = time.monotonic()
-        self._resume: ResumeCursor | None = None
-        self.feed: Feed | None = None
-        self._ready_cursor = ""
-        self._tasks: set[asyncio.Task[None]] | None = None  # made with the first one
-        self._holds_quota = False
-        self._stream: tornado.iostream.IOStream | None = None  # once open
-        self._gone: asyncio.Future[None] | None = None  # made by wait_closed, set by on_close
-        self._bucket: TokenBucket | None = None  # made by the first client frame
+
+    @property
+    def session_id(self) -> str:
+        return self.id
+
+    @property
+    def _stream(self) -> tornado.iostream.IOStream | None:
+        """The connection's stream once open (None before, and after the close)."""
+        conn = self.ws_connection
+        return conn.stream if conn is not None else None
 
     @property
     def hub(self) -> RealtimeHub:
@@ -104,7 +116,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             origin, self.request.host, settings.allowed_origins
         ):
             raise OriginNotAllowed("this origin may not open a WebSocket here")
-        self._resume = resume_cursor(self.get_query_argument("last_event_id", None))
+        resume = resume_cursor(self.get_query_argument("last_event_id", None))
+        if resume is not None:
+            self._resume = resume
         quota = self.application.ws_sessions  # type: ignore[attr-defined]
         if not quota.acquire(self.user_id):
             raise TooManySessions(
@@ -149,7 +163,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._forget_query()
         settings = self.application.services.settings  # type: ignore[attr-defined]
         if self.ws_connection is not None:
-            stream = self._stream = self.ws_connection.stream
+            stream = self.ws_connection.stream
             # Past this many bytes queued in the process, a write raises StreamBufferFullError
             # and the client that does not read is cut off (it resumes from its cursor).
             stream.max_write_buffer_size = settings.ws_send_buffer_bytes
@@ -168,6 +182,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             # start and this write (its catch-up is a task that starts after it)
             self.feed, self._ready_cursor, resynced = await hub.open_feed(
                 self.user_id, self, self._resume)
+            if self._resume is not None:
+                del self._resume  # the feed has started from it
             self.write_control("ready", user_id=self.user_id, session_id=self.id)
             for contact in online:
                 self.write_control("presence", user_id=contact, status="online",
