@@ -201,11 +201,17 @@ class RealtimeHub:
             except Exception:
                 pass  # the actor is gone, and the session with it
 
+    async def _presence_contacts(self, user_id: str) -> set[str]:
+        """Who hears of ``user_id``'s presence, and whose they hear: the other members of their
+        chats of at most ``PRESENCE_MAX_CHAT_MEMBERS``."""
+        contacts = await self.store.contact_ids(user_id, self.settings.presence_max_chat_members)
+        contacts.discard(user_id)
+        return contacts
+
     async def online_contacts(self, user_id: str) -> list[str]:
         """The user's presence contacts that some node holds now, sorted (the snapshot a new
         WebSocket gets after ``ready``, API contract §8); none while presence is unreachable."""
-        contacts = await self.store.contact_ids(user_id, self.settings.presence_max_chat_members)
-        contacts.discard(user_id)
+        contacts = await self._presence_contacts(user_id)
         if not contacts:
             return []
         try:
@@ -317,9 +323,7 @@ class RealtimeHub:
             await self.store.record_presence(user_id, online, at)
         except Exception:
             log.exception("recording presence of %s failed", user_id)
-        contacts = await self.store.contact_ids(
-            user_id, self.settings.presence_max_chat_members)
-        contacts.discard(user_id)
+        contacts = await self._presence_contacts(user_id)
         if contacts:
             await self.publisher.ephemeral_to_users(
                 sorted(contacts), frames.presence(user_id, online, at), user_id)
