@@ -77,6 +77,9 @@ class PollOutlet:
     #: Set when frames arrive or the client went away: the poll answers.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def write_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
     def write_frames(self, batch: list[bytes]) -> None:
         self.frames.extend(batch)
 

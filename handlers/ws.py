@@ -65,24 +65,47 @@ SHUTDOWN_REASON = "server shutting down"
 class WebSocketHandler(tornado.websocket.WebSocketHandler):
     """One user's WebSocket connection: a ``Session`` for presence and its feed's ``Outlet``."""
 
+    # The session's own state lives in slots. Tornado keeps a handler's attributes inline
+    # (about 8 bytes each) while the class has seen at most 30 names, and moves every
+    # instance's attributes into a dict of its own (~1.6 KiB) past that; Tornado itself sets
+    # 27 names on a WebSocket handler (seven of them methods it disables after the handshake),
+    # so ours go in slots, which do not count.
+    __slots__ = (
+        "_bucket",
+        "_conn",
+        "_gone",
+        "_holds_quota",
+        "_ready_cursor",
+        "_resume",
+        "_socket",
+        "_tasks",
+        "closed",
+        "feed",
+        "id",
+        "last_frame_at",
+        "token_expires_at",
+        "user_id",
+    )
+
     user_id: str
     token_expires_at: float
-    # Defaults on the class: an instance gets its own value only once it differs. Tornado keeps
-    # a handler's attributes inline up to ~30 of them and moves them all into a 1.6 KiB dict
-    # past that; its own take about 25, so a session's state stays within a handful of
-    # attributes set on every session.
-    closed = False
-    feed: Feed | None = None
-    _resume: ResumeCursor | None = None  # a reconnect's cursor, until the feed started from it
-    _ready_cursor = ""
-    _tasks: set[asyncio.Task[None]] | None = None  # made with the first one
-    _holds_quota = False
-    _gone: asyncio.Future[None] | None = None  # made by wait_closed, set by on_close
-    _bucket: TokenBucket | None = None  # made by the first client frame
 
     def initialize(self) -> None:
         self.id = uuid.uuid4().hex
         self.last_frame_at = time.monotonic()
+        self.closed = False
+        self.feed: Feed | None = None
+        #: a reconnect's cursor, until the feed started from it
+        self._resume: ResumeCursor | None = None
+        self._ready_cursor = ""
+        self._tasks: set[asyncio.Task[None]] | None = None  # made with the first one
+        self._holds_quota = False
+        self._gone: asyncio.Future[None] | None = None  # made by wait_closed, set by on_close
+        self._bucket: TokenBucket | None = None  # made by the first client frame
+        #: Once open: the connection, and the socket a write may go to directly (None for a
+        #: TLS stream, whose socket is wrapped). Kept here for the hot path (``write_frame``).
+        self._conn: tornado.websocket.WebSocketProtocol | None = None
+        self._socket: socket.socket | None = None
 
     @property
     def session_id(self) -> str:
@@ -163,7 +186,10 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._forget_query()
         settings = self.application.services.settings  # type: ignore[attr-defined]
         if self.ws_connection is not None:
+            self._conn = self.ws_connection
             stream = self.ws_connection.stream
+            if type(stream) is tornado.iostream.IOStream:
+                self._socket = stream.socket
             # Past this many bytes queued in the process, a write raises StreamBufferFullError
             # and the client that does not read is cut off (it resumes from its cursor).
             stream.max_write_buffer_size = settings.ws_send_buffer_bytes
@@ -182,8 +208,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             # start and this write (its catch-up is a task that starts after it)
             self.feed, self._ready_cursor, resynced = await hub.open_feed(
                 self.user_id, self, self._resume)
-            if self._resume is not None:
-                del self._resume  # the feed has started from it
+            self._resume = None  # the feed has started from it
             self.write_control("ready", user_id=self.user_id, session_id=self.id)
             for contact in online:
                 self.write_control("presence", user_id=contact, status="online",
@@ -207,7 +232,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     websocket = True
 
     def write_frames(self, batch: list[bytes]) -> None:
-        self._write_raw(batch[0] if len(batch) == 1 else b"".join(batch))
+        self.write_frame(batch[0] if len(batch) == 1 else b"".join(batch))
 
     async def write_paced(self, batch: list[bytes]) -> None:
         """Write missed events at the pace the client reads them (no slow-consumer cut)."""
@@ -226,25 +251,30 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
                 return
 
     def resync(self, cursor: str) -> None:
-        self._write_raw(frames.ws_text_frame(frames.control("resync_required", cursor)))
+        self.write_frame(frames.ws_text_frame(frames.control("resync_required", cursor)))
 
     def write_control(self, kind: str, **fields: Any) -> None:
         if self.feed is not None:
             self.feed.flush()  # its cursor counts them: they go first
-        self._write_raw(frames.ws_text_frame(frames.control(kind, self.cursor, **fields)))
+        self.write_frame(frames.ws_text_frame(frames.control(kind, self.cursor, **fields)))
 
-    def _write_raw(self, data: bytes) -> None:
-        conn = self.ws_connection
-        if conn is None or self.closed or conn.is_closing():
+    def write_frame(self, data: bytes) -> None:
+        """Write WebSocket frames (bytes ready for the wire) now, in order behind everything
+        written before; nothing once the connection is closing."""
+        conn = self._conn
+        # (the connection's flags, not ``is_closing()``: two calls fewer on the hot path)
+        if conn is None or self.closed or conn.server_terminated or conn.client_terminated:
             return
         stream = conn.stream
-        if type(stream) is tornado.iostream.IOStream and not stream.writing():
+        sock = self._socket
+        if sock is not None and not stream.writing():
             # Nothing queued in the stream: hand the frames to the kernel at once (the stream's
             # own write costs a future and several calls per write, the bulk of a fan-out to
             # thousands of sockets). What the kernel does not take goes to the stream, which
-            # keeps the order and the WS_SEND_BUFFER_BYTES limit from there on.
+            # keeps the order and the WS_SEND_BUFFER_BYTES limit from there on. A closed
+            # stream's socket is closed too: its send fails.
             try:
-                sent = stream.socket.send(data)
+                sent = sock.send(data)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:

@@ -38,6 +38,9 @@ class RecordingOutlet:
         self.frames.extend(orjson.loads(frame) for frame in batch)
         self.arrived.set()
 
+    def write_frame(self, frame: bytes) -> None:
+        self.write_frames([frame])
+
     async def write_paced(self, batch: list[bytes]) -> None:
         self.write_frames(batch)
 

@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -164,6 +165,9 @@ class Publication:
 
     def __post_init__(self) -> None:
         check_stream(self.stream)
+        # Interned: every feed's lane of the stream is keyed by the same interned string, so
+        # the lookup of thousands of feeds per publication matches by identity.
+        object.__setattr__(self, "stream", sys.intern(self.stream))
         if type(self.offset) is not int or self.offset < 0:
             raise InvalidBrokerInput(f"offset must be an int >= 0, not {self.offset!r}")
         if not isinstance(self.epoch, str) or len(self.epoch) > MAX_EPOCH_CHARS:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Hashable
-from dataclasses import dataclass, field
 
 
 class Verdict(enum.Enum):
@@ -32,17 +31,27 @@ class Verdict(enum.Enum):
     RESYNC = "resync"
 
 
-@dataclass
 class StreamCursor[T]:
-    """The position on one stream after ``offset`` (the last offset delivered) in ``epoch``."""
+    """The position on one stream after ``offset`` (the last offset delivered) in ``epoch``.
 
-    epoch: Hashable
-    offset: int = 0
-    hold: float = 0.5
-    max_held: int = 10_000
-    _held: dict[int, tuple[T, float]] = field(default_factory=dict)  # offset: (item, arrived)
-    _ready: list[tuple[int, T]] = field(default_factory=list)
-    broken: bool = False
+    Slots, and no container while nothing is held or ready (``None``): a process keeps one per
+    stream per session, and the common case (``step``) reads this one object only."""
+
+    __slots__ = ("_held", "_ready", "broken", "epoch", "hold", "max_held", "offset")
+
+    def __init__(self, epoch: Hashable, offset: int = 0, hold: float = 0.5,
+                 max_held: int = 10_000) -> None:
+        self.epoch = epoch
+        self.offset = offset
+        self.hold = hold
+        self.max_held = max_held
+        self.broken = False
+        self._held: dict[int, tuple[T, float]] | None = None  # offset: (item, arrived)
+        self._ready: list[tuple[int, T]] | None = None
+
+    def __repr__(self) -> str:
+        return (f"StreamCursor(epoch={self.epoch!r}, offset={self.offset}, held={self.held}, "
+                f"broken={self.broken})")
 
     def accept(self, epoch: Hashable, offset: int, item: T, now: float) -> Verdict:
         """Take one event of this stream, live or from the store."""
@@ -51,37 +60,45 @@ class StreamCursor[T]:
         if epoch != self.epoch:
             self.broken = True
             return Verdict.RESYNC
-        if offset <= self.offset or offset in self._held:
+        held = self._held
+        if offset <= self.offset or (held is not None and offset in held):
             return Verdict.SKIP
         if offset > self.offset + 1:
-            if len(self._held) >= self.max_held:
+            if held is None:
+                held = self._held = {}
+            if len(held) >= self.max_held:
                 self.broken = True
                 return Verdict.RESYNC
-            self._held[offset] = (item, now)
+            held[offset] = (item, now)
             return Verdict.GAP
         self._advance(offset, item)
-        while self.offset + 1 in self._held:
-            self._advance(self.offset + 1, self._held.pop(self.offset + 1)[0])
+        if held is not None:
+            while self.offset + 1 in held:
+                self._advance(self.offset + 1, held.pop(self.offset + 1)[0])
+            if not held:
+                self._held = None
         return Verdict.DELIVER
 
     def step(self, epoch: Hashable, offset: int) -> bool:
         """The common case in one call: if ``offset`` is the next one and nothing is held or
         waiting, advance to it and return True (deliver it now); else change nothing and
         return False (pass the event to ``accept``)."""
-        if offset == self.offset + 1 and epoch == self.epoch and not self._held \
-                and not self._ready and not self.broken:
+        if offset == self.offset + 1 and epoch == self.epoch and self._held is None \
+                and self._ready is None and not self.broken:
             self.offset = offset
             return True
         return False
 
     def _advance(self, offset: int, item: T) -> None:
         self.offset = offset
+        if self._ready is None:
+            self._ready = []
         self._ready.append((offset, item))
 
     def take_ready(self) -> list[tuple[int, T]]:
         """Events to deliver now, in offset order (each exactly once)."""
-        ready, self._ready = self._ready, []
-        return ready
+        ready, self._ready = self._ready, None
+        return ready if ready is not None else []
 
     def missing(self) -> tuple[int, int] | None:
         """The offsets ``(first, last)`` missing before the first held event, if any."""
@@ -99,4 +116,4 @@ class StreamCursor[T]:
 
     @property
     def held(self) -> int:
-        return len(self._held)
+        return len(self._held) if self._held is not None else 0

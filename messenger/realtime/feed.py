@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -48,6 +50,8 @@ log = logging.getLogger("messenger.realtime.feed")
 FILL_PAGE = 500
 _REMOVED = b'{"type":"member_removed"'
 _NONE_LEAVING: frozenset[str] = frozenset()
+#: ``ws_header`` of a frame of 126 to 65,535 bytes (most events), without its call
+_header16 = struct.Struct("!BBH").pack
 
 
 class Outlet(Protocol):
@@ -57,8 +61,11 @@ class Outlet(Protocol):
 
     session_id: str
 
+    def write_frame(self, frame: bytes) -> None:
+        """Write one frame at once (the hot path: one live event)."""
+
     def write_frames(self, frames: list[bytes]) -> None:
-        """Write JSON frames at once, in order."""
+        """Write frames at once, in order."""
 
     async def write_paced(self, frames: list[bytes]) -> None:
         """Write JSON frames in order at the pace the client reads them."""
@@ -104,37 +111,58 @@ class FeedHost(Protocol):
         ...
 
 
+class Lane(StreamCursor[Publication]):
+    """A feed's position on one stream: the cursor, the last offset the client was given
+    (``delivered``: the cursor's offset runs ahead of it while events wait to be taken), and,
+    on a chat stream, the session's cursor text before and after this stream's offset
+    (``before``/``after``, None until made; valid while no other position of the feed moves).
+    One object per stream, so that the hot path — the next event of a large chat, for
+    thousands of feeds at once — reads one object per feed beside the feed itself."""
+
+    __slots__ = ("after", "before", "delivered")
+
+    def __init__(self, epoch: str, offset: int, hold: float) -> None:
+        super().__init__(epoch, offset, hold=hold)
+        self.delivered = offset
+        self.before: bytes | None = None
+        self.after = b""
+
+
 class Feed:
     def __init__(self, host: FeedHost, user_id: str, outlet: Outlet,
                  resume_max: int = 10_000, max_frames: int | None = None) -> None:
+        # What the hot path (``offer``) reads is set first: an instance keeps its attributes in
+        # the order they were first set, so these share the object's first cache lines.
+        self.closed = False
+        self.cursors: dict[str, Lane] = {}
+        #: chat streams of a removal being handled (rare: a shared empty one until then)
+        self._leaving: set[str] | frozenset[str] = _NONE_LEAVING
+        self.session_id = outlet.session_id
         self.host = host
+        self._task: asyncio.Task[None] | None = None
+        #: frames to write at the end of this loop turn (None: none)
+        self._live: list[bytes] | None = None
+        self.outlet = outlet
+        #: the outlet's ``write_frame``, looked up once (a shared function, not a bound method
+        #: per feed: the hot path calls it for every copy)
+        self._write_frame = type(outlet).write_frame
+        self.frames_written = 0
+        self.on_frames: Callable[[], None] | None = None  # a long poll's wake-up
+        #: Frames are WebSocket text frames (the outlet says so), else JSON objects.
+        self._websocket = bool(getattr(outlet, "websocket", False))
         self.user_id = user_id
         self.user_stream = f"u:{user_id}"
-        self.outlet = outlet
         self.resume_max = resume_max
         self.max_frames = max_frames  # a long poll: stop catching up after this many
         self.epoch = ""
-        self.cursors: dict[str, StreamCursor[Publication]] = {}
-        self.delivered: dict[str, int] = {}  # stream: last offset the client was given
-        self.closed = False
-        self.frames_written = 0
         self._queue: list[bytes] = []  # (lists, not deques: a deque costs 760 bytes empty)
-        self._live: list[bytes] = []  # frames to write at the end of this loop turn
-        #: chat stream: the cursor text before and after its offset (while no other moves)
-        self._around: dict[str, tuple[bytes, bytes]] = {}
-        self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._jobs: list[Callable[[], Awaitable[None]]] = []
         self._followed: set[str] = set()
         #: stream: the store's head at the last periodic check that found this feed behind it
         self._behind: dict[str, int] = {}
-        #: chat streams of a removal being handled (rare: a shared empty one until then)
-        self._leaving: set[str] | frozenset[str] = _NONE_LEAVING
         self._restarting = False
         self.page = FILL_PAGE if max_frames is None else max(1, min(FILL_PAGE, max_frames))
-        self.on_frames: Callable[[], None] | None = None  # a long poll's wake-up
-        #: Frames are WebSocket text frames (the outlet says so), else JSON objects.
-        self._websocket = bool(getattr(outlet, "websocket", False))
 
     # -- start and stop -------------------------------------------------------------------------
     async def start(self, resume: ResumeCursor | None) -> tuple[str, bool]:
@@ -191,15 +219,20 @@ class Feed:
         return streams if behind <= self.resume_max or self.max_frames else None
 
     def _set_cursor(self, stream: str, offset: int) -> None:
-        self.cursors[stream] = StreamCursor(self.epoch, offset, hold=self.host.hold)
-        self.delivered[stream] = offset
-        self._around.clear()
+        # interned, as ``Publication.stream`` is: the hot path's lookup matches by identity
+        self.cursors[sys.intern(stream)] = Lane(self.epoch, offset, self.host.hold)
+        self._positions_moved()
 
     def _drop_cursor(self, stream: str) -> None:
         self.cursors.pop(stream, None)
         self._behind.pop(stream, None)
-        self.delivered.pop(stream, None)
-        self._around.clear()
+        self._positions_moved()
+
+    def _positions_moved(self) -> None:
+        """A position moved outside the hot path: the cursor text around each chat's offset
+        is made again when next needed."""
+        for lane in self.cursors.values():
+            lane.before = None
 
     async def _follow(self, stream: str) -> None:
         if stream not in self._followed:
@@ -236,11 +269,14 @@ class Feed:
 
     # -- the cursor --------------------------------------------------------------------------
     def cursor_text(self) -> str:
-        return encode_cursor(self.epoch, self.delivered.get(self.user_stream, 0),
-                             self._chat_positions())
+        return encode_cursor(self.epoch, self._user_delivered(), self._chat_positions())
+
+    def _user_delivered(self) -> int:
+        lane = self.cursors.get(self.user_stream)
+        return lane.delivered if lane is not None else 0
 
     def _chat_positions(self) -> dict[str, int]:
-        return {s[2:]: o for s, o in self.delivered.items() if s[0] == "c"}
+        return {s[2:]: lane.delivered for s, lane in self.cursors.items() if s[0] == "c"}
 
     # -- live ----------------------------------------------------------------------------------
     def offer(self, pub: Publication) -> None:
@@ -252,36 +288,61 @@ class Feed:
                 self._emit([self._frame(pub, self.cursor_text())])
             return
         stream = pub.stream
-        cursor = self.cursors.get(stream)
-        if cursor is None:
+        lane = self.cursors.get(stream)
+        if lane is None:
             return  # followed a moment ago, its position not read yet: the catch-up has it
-        if stream[0] == "c" and stream not in self._leaving and cursor.step(pub.epoch,
-                                                                          pub.offset):
+        offset = pub.offset
+        if stream[0] == "c" and stream not in self._leaving and lane.step(pub.epoch, offset):
             # The hot path of a large chat (thousands of feeds per publication): the next
             # offset of a chat stream, nothing held. The cursor text around this stream's
-            # offset is kept from the last time; only the offset is new.
-            offset = pub.offset
-            self.delivered[stream] = offset
-            if self._removes_me(pub):
+            # offset is kept from the last time; only the offset is new. Inline, reading the
+            # feed, its lane and the outlet only: at 5,000 sessions, each further object per
+            # feed is a cache miss per copy.
+            lane.delivered = offset
+            if pub.payload.startswith(_REMOVED) and self._removes_me(pub):
                 self._leave(stream, offset)
                 self._kick(None)
-            around = self._around.get(stream) or self._cursor_around(stream)
-            self._emit([self._frame_with(pub, b"%s%d%s" % (around[0], offset, around[1]))])
+            before = lane.before
+            if before is None:
+                before = self._cursor_around(stream, lane)
+            if pub.ack is not None and pub.origin == self.session_id:
+                tail = b'",' + pub.ack[1:]
+            else:
+                tail = pub.tail
+            after = lane.after
+            if self._websocket:
+                # 13: len(b'{"event_id":"'); the offset's digits are ``digits``
+                digits = b"%d" % offset
+                size = len(before) + len(digits) + len(after) + len(tail) + 13
+                frame = b"".join((_header16(0x81, 126, size) if 125 < size < 65536
+                                  else ws_header(size),
+                                  b'{"event_id":"', before, digits, after, tail))
+            else:
+                frame = b'{"event_id":"%s%d%s%s' % (before, offset, after, tail)
+            self.frames_written += 1
+            host = self.host
+            host.frames_delivered += 1
+            if self._task is None and self._live is None and host.last_of_burst:
+                self._write_frame(self.outlet, frame)
+                if self.on_frames is not None:
+                    self.on_frames()
+            else:
+                self._emit_later([frame])
             return
-        verdict = cursor.accept(pub.epoch, pub.offset, pub, time.monotonic())
+        verdict = lane.accept(pub.epoch, offset, pub, time.monotonic())
         if verdict is Verdict.DELIVER:
-            self._emit(self._take(pub.stream, cursor))
+            self._emit(self._take(stream, lane))
         elif verdict is Verdict.GAP:
             self._arm_timer()
         elif verdict is Verdict.RESYNC and not self._restarting:
             self._restarting = True
             self._kick(self._restart)
 
-    def _take(self, stream: str, cursor: StreamCursor[Publication]) -> list[bytes]:
-        self._around.clear()  # positions move here outside the hot path
+    def _take(self, stream: str, lane: Lane) -> list[bytes]:
+        self._positions_moved()  # positions move here outside the hot path
         frames: list[bytes] = []
-        for offset, pub in cursor.take_ready():
-            self.delivered[stream] = offset
+        for offset, pub in lane.take_ready():
+            lane.delivered = offset
             if stream == self.user_stream:
                 if pub.marker:
                     chat_stream = f"c:{pub.source}"
@@ -324,18 +385,17 @@ class Feed:
         ``{`` — as a WebSocket text frame when the outlet takes those (``websocket``)."""
         return self._frame_with(pub, cursor.encode())
 
-    def _cursor_around(self, stream: str) -> tuple[bytes, bytes]:
-        """The cursor text before and after ``stream``'s offset, kept until another
-        position moves."""
+    def _cursor_around(self, stream: str, lane: Lane) -> bytes:
+        """The cursor text before ``stream``'s offset (and after it, kept in the lane) until
+        another position moves."""
         before, after = encode_cursor_around(
-            self.epoch, self.delivered.get(self.user_stream, 0), self._chat_positions(),
-            stream[2:])
-        around = (before.encode(), after.encode())
-        self._around[stream] = around
-        return around
+            self.epoch, self._user_delivered(), self._chat_positions(), stream[2:])
+        lane.before = before.encode()
+        lane.after = after.encode()
+        return lane.before
 
     def _frame_with(self, pub: Publication, head: bytes) -> bytes:
-        if pub.ack is not None and pub.origin == self.outlet.session_id:
+        if pub.ack is not None and pub.origin == self.session_id:
             tail = b'",' + pub.ack[1:]
         else:
             tail = pub.tail
@@ -349,25 +409,30 @@ class Feed:
             return
         self.frames_written += len(frames)
         self.host.frames_delivered += len(frames)
+        self._emit_later(frames)
+
+    def _emit_later(self, frames: list[bytes]) -> None:
+        """Frames counted already: to the outlet at once, or at the end of this loop turn
+        (other frames wait there), or behind a running fill."""
         if self._task is not None:
             self._queue.extend(frames)
         else:
             # Written once per turn of the event loop: the publications the node hands over
             # in one turn (a batch of sends, several chats) go out in one write per socket —
             # unless the node has nothing more to hand over now: then at once.
-            if self._live:
+            if self._live is not None:
                 self._live.extend(frames)
             elif self.host.last_of_burst:
                 self.outlet.write_frames(frames)
             else:
                 self.host.write_soon(self)
-                self._live.extend(frames)
+                self._live = list(frames)
         if self.on_frames is not None:
             self.on_frames()
 
     def flush(self) -> None:
         """Write the frames still waiting for the end of this loop turn now."""
-        frames, self._live = self._live, []
+        frames, self._live = self._live, None
         if frames and not self.closed:
             if self._task is not None:  # a fill started meanwhile: keep the order
                 self._queue[:0] = frames
@@ -488,10 +553,8 @@ class Feed:
             if stream != self.user_stream:
                 await self._unfollow(stream)
         self.cursors.clear()
-        self.delivered.clear()
-        self._around.clear()
         self._queue.clear()
-        self._live.clear()
+        self._live = None
         self.epoch = await self.host.epoch()
         for stream, offset in (await self._now()).items():
             self._set_cursor(stream, offset)
