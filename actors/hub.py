@@ -49,6 +49,7 @@ from messenger.realtime.broker import (
 )
 from messenger.realtime.feed import Feed, Outlet
 from messenger.realtime.history import StoreHistory
+from messenger.realtime.keepalive import KeepalivePolicy
 from messenger.realtime.node import Node
 from messenger.realtime.presence import PresenceManager
 from messenger.realtime.publisher import StreamPublisher
@@ -103,6 +104,10 @@ class RealtimeHub:
         self.settings = settings
         self.store = store
         self.node_id = node_id or uuid.uuid4().hex
+        #: pings and the closes of silent or expired sessions (the sweep's rules)
+        self.keepalive_policy = KeepalivePolicy(settings.ws_idle_timeout,
+                                                settings.ws_ping_interval,
+                                                settings.ws_ping_timeout)
         self.history = StoreHistory(store)
         self.backends = open_backends(settings, self.node_id, self.history, network)
         self.broker: Broker = self.backends.broker
@@ -274,12 +279,12 @@ class RealtimeHub:
         return list(self._ws_sessions)
 
     async def _sweep_idle(self) -> None:
-        idle = self.settings.ws_idle_timeout
+        policy = self.keepalive_policy
         while True:
-            await asyncio.sleep(min(1.0, idle / 4))  # also the token-expiry bound (§8)
+            await asyncio.sleep(policy.period)  # also the token-expiry bound (§8)
             now, wall = time.monotonic(), time.time()
             for session in list(self._ws_sessions):
-                session.check_alive(now, idle, wall)
+                session.check_alive(now, wall, policy)
 
     # -- commands ----------------------------------------------------------------------------
     async def send(self, user_id: str, chat_id: str, text: str, client_msg_id: str | None,

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from typing import Any
@@ -98,7 +99,10 @@ class Actor:
         self._ran_start = False  # on_start has run (the first drain runs it)
         self._stopping = False
         self._failures: collections.deque[float] | None = None  # made by the first failure
-        self._stopped = asyncio.get_running_loop().create_future()
+        self._finished = False  # stopped: on_stop has run, the inbox is emptied
+        #: made by the first waiter (a future and its callbacks cost ~0.4 KiB per actor)
+        self._stopped: asyncio.Future[None] | None = None
+        self._on_stopped: list[Any] | None = None  # when_stopped callbacks
         self.restarts = 0  # restarts after a failure, ever (metrics)
 
     # -- hooks ---------------------------------------------------------------------------
@@ -178,14 +182,23 @@ class Actor:
                 self._wake()
         if not self._started:
             self._finish()
-        await asyncio.shield(self._stopped)
+        await self.wait_stopped()
 
     async def wait_stopped(self) -> None:
+        if self._finished:
+            return
+        if self._stopped is None:
+            self._stopped = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._stopped)
 
     def when_stopped(self, callback: Any) -> None:
-        """Call ``callback(self)`` once the actor has stopped."""
-        self._stopped.add_done_callback(lambda _: callback(self))
+        """Call ``callback(self)`` soon (from the event loop) once the actor has stopped."""
+        if self._finished:
+            asyncio.get_running_loop().call_soon(callback, self)
+        elif self._on_stopped is None:
+            self._on_stopped = [callback]
+        else:
+            self._on_stopped.append(callback)
 
     def _wake(self) -> None:
         """Make sure a task is handling the inbox (started, not stopped: the callers check)."""
@@ -332,8 +345,16 @@ class Actor:
                 dropped += 1
         if dropped:
             log.warning("actor %s stopped with %d undelivered messages", self.name, dropped)
-        if not self._stopped.done():
+        if self._finished:
+            return
+        self._finished = True
+        if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
+        if self._on_stopped is not None:
+            loop = asyncio.get_running_loop()
+            for callback in self._on_stopped:
+                loop.call_soon(callback, self)
+            self._on_stopped = None
 
 
 class ActorRegistry[K, A: Actor]:
@@ -353,7 +374,7 @@ class ActorRegistry[K, A: Actor]:
         if actor is None:
             actor = self._factory(key)
             self._actors[key] = actor
-            actor.when_stopped(lambda stopped: self._forget(key, stopped))
+            actor.when_stopped(functools.partial(self._forget, key))
             actor.start()
         return actor
 

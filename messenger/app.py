@@ -60,8 +60,8 @@ class MessengerApp(tornado.web.Application):
             compress_response=False,
             xsrf_cookies=False,
             serve_traceback=False,
-            websocket_ping_interval=services.settings.ws_ping_interval,
-            websocket_ping_timeout=services.settings.ws_ping_timeout,
+            # pings and their timeouts: the hub's sweep (messenger/realtime/keepalive.py), not
+            # a ping task per connection
             websocket_max_message_size=services.settings.ws_max_frame_bytes * HARD_FRAME_FACTOR,
         )
         self.services = services

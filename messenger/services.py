@@ -90,10 +90,11 @@ class Services:
             network=network,
         )
 
-    async def authenticate(self, access_token: str) -> TokenClaims:
+    async def authenticate(self, access_token: str, remember: bool = True) -> TokenClaims:
         """The claims of a valid access token of an existing account; ``InvalidToken`` for
-        anything else (the REST bearer check and the WebSocket handshake both use this)."""
-        claims = self.access_tokens.decode(access_token)
+        anything else (the REST bearer check and the WebSocket handshake both use this; the
+        handshake does not ``remember`` the token: messenger/token_cache.py)."""
+        claims = self.access_tokens.decode(access_token, remember)
         if not await self.known_users.exists(claims.user_id):
             raise InvalidToken("the account of this token does not exist")
         return claims

@@ -28,6 +28,18 @@ def test_a_remembered_token_gives_the_same_claims() -> None:
     assert cache.decode(issued.token) is first
 
 
+def test_a_token_checked_without_remember_is_decoded_and_not_kept() -> None:
+    tokens = codec()
+    cache = VerifiedAccessTokens(tokens)
+    issued = tokens.issue_access(new_id())
+    assert cache.decode(issued.token, remember=False).user_id == issued.claims.user_id
+    assert len(cache) == 0
+    with pytest.raises(InvalidToken):
+        cache.decode(tokens.issue_refresh(new_id()).token, remember=False)
+    remembered = cache.decode(issued.token)  # a REST call with it: kept from now on
+    assert cache.decode(issued.token, remember=False) is remembered and len(cache) == 1
+
+
 def test_refused_tokens_are_not_remembered() -> None:
     tokens = codec()
     cache = VerifiedAccessTokens(tokens)

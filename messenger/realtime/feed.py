@@ -158,9 +158,10 @@ class Feed:
         self._queue: list[bytes] = []  # (lists, not deques: a deque costs 760 bytes empty)
         self._timer: asyncio.TimerHandle | None = None
         self._jobs: list[Callable[[], Awaitable[None]]] = []
-        self._followed: set[str] = set()
+        #: streams followed (a list: a few per feed, and a set costs 216 bytes)
+        self._followed: list[str] = []
         #: stream: the store's head at the last periodic check that found this feed behind it
-        self._behind: dict[str, int] = {}
+        self._behind: dict[str, int] | None = None  # made by the first check that finds it
         self._restarting = False
         self.page = FILL_PAGE if max_frames is None else max(1, min(FILL_PAGE, max_frames))
 
@@ -225,7 +226,8 @@ class Feed:
 
     def _drop_cursor(self, stream: str) -> None:
         self.cursors.pop(stream, None)
-        self._behind.pop(stream, None)
+        if self._behind is not None:
+            self._behind.pop(stream, None)
         self._positions_moved()
 
     def _positions_moved(self) -> None:
@@ -236,12 +238,12 @@ class Feed:
 
     async def _follow(self, stream: str) -> None:
         if stream not in self._followed:
-            self._followed.add(stream)
+            self._followed.append(stream)
             await self.host.follow(stream, self)
 
     async def _unfollow(self, stream: str) -> None:
         if stream in self._followed:
-            self._followed.discard(stream)
+            self._followed.remove(stream)
             await self.host.unfollow(stream, self)
 
     async def settled(self) -> None:
@@ -258,13 +260,19 @@ class Feed:
         cursor = self.cursors.get(stream)
         if cursor is None:
             return
+        behind = self._behind
         if cursor.offset >= head and not cursor.held:
-            self._behind.pop(stream, None)
+            if behind is not None:
+                behind.pop(stream, None)
+                if not behind:
+                    self._behind = None
             return
-        seen = self._behind.get(stream)
-        self._behind[stream] = head
+        if behind is None:
+            behind = self._behind = {}
+        seen = behind.get(stream)
+        behind[stream] = head
         if lost or (seen is not None and cursor.offset < seen):
-            self._behind.pop(stream, None)
+            behind.pop(stream, None)
             self._kick(lambda: self._fill(stream, None))
 
     # -- the cursor --------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from messenger.realtime.history import StoreHistory
 
 log = logging.getLogger("messenger.realtime.node")
 
+#: Feeds of one stream kept in a list; past this many, in a dict (removal in O(1)).
+SMALL_FOLLOWING = 16
 #: Streams whose heads one store query reads when the node checks its feeds' positions.
 RECHECK_BATCH = 500
 
@@ -45,7 +47,9 @@ class Node:
         self.history_source = history
         self.store = store
         self.hold = hold
-        self.feeds: dict[str, set[Feed]] = {}
+        #: stream: the local feeds following it, in the order they came (a list while a few —
+        #: most streams are a user's, with one session: a set costs 216 bytes — then a dict)
+        self.feeds: dict[str, list[Feed] | dict[Feed, None]] = {}
         self._control_listeners: list[ControlListener] = []
         self._to_write: list[Feed] = []
         self.last_of_burst = False
@@ -119,15 +123,26 @@ class Node:
 
     # -- FeedHost ------------------------------------------------------------------------------
     async def follow(self, stream: str, feed: Feed) -> None:
-        feeds = self.feeds.setdefault(stream, set())
-        feeds.add(feed)
+        feeds = self.feeds.get(stream)
+        if feeds is None:
+            self.feeds[stream] = [feed]
+        elif type(feeds) is list:
+            if feed not in feeds:
+                feeds.append(feed)
+                if len(feeds) > SMALL_FOLLOWING:
+                    self.feeds[stream] = dict.fromkeys(feeds)
+        else:
+            feeds[feed] = None
         await self.broker.subscribe(stream)
 
     async def unfollow(self, stream: str, feed: Feed) -> None:
         feeds = self.feeds.get(stream)
         if feeds is None or feed not in feeds:
             return
-        feeds.discard(feed)
+        if type(feeds) is list:
+            feeds.remove(feed)
+        else:
+            del feeds[feed]
         if not feeds:
             del self.feeds[stream]
         try:
