@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import time
 from typing import Any
@@ -102,7 +101,8 @@ class Actor:
         self._finished = False  # stopped: on_stop has run, the inbox is emptied
         #: made by the first waiter (a future and its callbacks cost ~0.4 KiB per actor)
         self._stopped: asyncio.Future[None] | None = None
-        self._on_stopped: list[Any] | None = None  # when_stopped callbacks
+        self._on_stopped: tuple[Any, ...] = ()  # when_stopped callbacks
+        self.registry_key: Any = None  # its key in the ActorRegistry that spawned it
         self.restarts = 0  # restarts after a failure, ever (metrics)
 
     # -- hooks ---------------------------------------------------------------------------
@@ -195,10 +195,8 @@ class Actor:
         """Call ``callback(self)`` soon (from the event loop) once the actor has stopped."""
         if self._finished:
             asyncio.get_running_loop().call_soon(callback, self)
-        elif self._on_stopped is None:
-            self._on_stopped = [callback]
         else:
-            self._on_stopped.append(callback)
+            self._on_stopped = (*self._on_stopped, callback)
 
     def _wake(self) -> None:
         """Make sure a task is handling the inbox (started, not stopped: the callers check)."""
@@ -350,11 +348,11 @@ class Actor:
         self._finished = True
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
-        if self._on_stopped is not None:
+        if self._on_stopped:
             loop = asyncio.get_running_loop()
             for callback in self._on_stopped:
                 loop.call_soon(callback, self)
-            self._on_stopped = None
+            self._on_stopped = ()
 
 
 class ActorRegistry[K, A: Actor]:
@@ -374,7 +372,8 @@ class ActorRegistry[K, A: Actor]:
         if actor is None:
             actor = self._factory(key)
             self._actors[key] = actor
-            actor.when_stopped(functools.partial(self._forget, key))
+            actor.registry_key = key
+            actor.when_stopped(self._forget)
             actor.start()
         return actor
 
@@ -392,8 +391,9 @@ class ActorRegistry[K, A: Actor]:
     def tell(self, key: K, message: Any) -> None:
         self.get_or_spawn(key).tell(message)
 
-    def _forget(self, key: K, actor: A) -> None:
+    def _forget(self, actor: A) -> None:
         self.restarts_of_stopped += actor.restarts
+        key = actor.registry_key
         if self._actors.get(key) is actor:
             del self._actors[key]
 

@@ -185,7 +185,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     # -- session -----------------------------------------------------------------------------
     async def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
-        self._forget_query()
+        self._forget_handshake()
         settings = self.application.services.settings  # type: ignore[attr-defined]
         if self.ws_connection is not None:
             self._conn = self.ws_connection
@@ -217,6 +217,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
                                    last_seen=taken)
             if resynced:
                 self.resync(self._ready_cursor)
+            self._ready_cursor = ""  # the feed's cursor from here on
             if self.closed:
                 await self.feed.close()
         except Exception as exc:
@@ -325,10 +326,13 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if not self.closed and self._stream is not None:
             self._stream.close()
 
-    def _forget_query(self) -> None:
-        """The handshake is answered (and logged): drop the query it came with. It holds the
-        access token, which the session must not keep in memory for its whole life, and its
-        parsed copies cost ~1.5 KiB per session."""
+    def _forget_handshake(self) -> None:
+        """The handshake is answered (and logged): drop what only it needed. The query holds
+        the access token, which the session must not keep in memory for its whole life, and its
+        parsed copies cost ~1.5 KiB per session; the rest is another ~2.5 KiB."""
+        # Tornado keeps its template namespace (``ui``) for the session's life, in case the
+        # handler renders a template; this one never does.
+        self.ui = None
         request = self.request
         request.query_arguments.clear()
         request.arguments.clear()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import socket
 from collections.abc import Awaitable
@@ -115,7 +114,7 @@ class LimitedHTTPServer(tornado.httpserver.HTTPServer):
         else:
             # Detached from HTTP (a WebSocket, or an answer still being written before a
             # close): the slot is held until the socket closes.
-            stream.set_close_callback(functools.partial(self._release, stream))
+            stream.set_close_callback(lambda: self._release(stream))
 
     def _release(self, stream: IOStream) -> None:
         self._proxied.pop(stream, None)

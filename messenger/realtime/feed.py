@@ -129,10 +129,16 @@ class Lane(StreamCursor[Publication]):
 
 
 class Feed:
+    # Slots, in this order on purpose: what the hot path (``offer``) reads comes first, so it
+    # shares the object's first cache lines (and a feed is 48 bytes smaller than with a dict).
+    __slots__ = (  # noqa: RUF023
+        "closed", "cursors", "_leaving", "session_id", "host", "_task", "_live", "outlet",
+        "_write_frame", "frames_written", "on_frames", "_websocket", "user_id", "user_stream",
+        "resume_max", "max_frames", "epoch", "_queue", "_timer", "_jobs", "_followed",
+        "_behind", "_restarting", "page")
+
     def __init__(self, host: FeedHost, user_id: str, outlet: Outlet,
                  resume_max: int = 10_000, max_frames: int | None = None) -> None:
-        # What the hot path (``offer``) reads is set first: an instance keeps its attributes in
-        # the order they were first set, so these share the object's first cache lines.
         self.closed = False
         self.cursors: dict[str, Lane] = {}
         #: chat streams of a removal being handled (rare: a shared empty one until then)
