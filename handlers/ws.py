@@ -66,11 +66,11 @@ SHUTDOWN_REASON = "server shutting down"
 class WebSocketHandler(tornado.websocket.WebSocketHandler):
     """One user's WebSocket connection: a ``Session`` for presence and its feed's ``Outlet``."""
 
-    # The session's own state lives in slots. Tornado keeps a handler's attributes inline
-    # (about 8 bytes each) while the class has seen at most 30 names, and moves every
-    # instance's attributes into a dict of its own (~1.6 KiB) past that; Tornado itself sets
-    # 27 names on a WebSocket handler (seven of them methods it disables after the handshake),
-    # so ours go in slots, which do not count.
+    # The session's own state lives in slots. An instance's attribute names share one key
+    # table per class up to 30 names; past that each instance gets a dict with keys of its
+    # own (~1.6 KiB, and every attribute read and method lookup goes through it). Tornado
+    # itself sets 27 names on a WebSocket handler (seven of them methods it disables after the
+    # handshake), so ours go in slots, which do not count.
     __slots__ = (
         "_bucket",
         "_conn",
