@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 
 def apt_install(packages: list[str], what: str, timeout: float = 900) -> bool:
     """Install ``packages`` (``what`` names them on stderr); False when it cannot be tried here
@@ -21,3 +23,23 @@ def apt_install(packages: list[str], what: str, timeout: float = 900) -> bool:
         if subprocess.run(args, env=env, capture_output=True, timeout=timeout).returncode:
             return False
     return True
+
+
+def debian_binary(name: str, package: str, directories: list[str]) -> str | None:
+    """The ``name`` binary (looked for in ``directories``, then ``PATH``), installed from the
+    Debian ``package`` first when it is missing and we are root."""
+    path = os.pathsep.join([*directories, os.environ.get("PATH", "")])
+    found = shutil.which(name, path=path)
+    what = f"{name} is" if package == name else f"{name} (Debian's {package}) is"
+    if found is None and apt_install([package], what):
+        found = shutil.which(name, path=path)
+    return found
+
+
+def debian_binary_or_skip(name: str, package: str, directories: list[str]) -> str:
+    """``debian_binary``, or a skip of the test saying why it could not be had."""
+    found = debian_binary(name, package, directories)
+    if found is None:
+        pytest.skip(f"{name} is not installed and could not be installed here"
+                    f" (apt-get install {package} needs root and a package mirror)")
+    return found

@@ -3,33 +3,22 @@ in front of messenger nodes with the config ``scripts/cluster`` renders (its ``N
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.support.debian import apt_install
+from tests.support.debian import debian_binary, debian_binary_or_skip
 from tests.support.processes import cluster_script, free_port, stop, wait_for_port
 
-NGINX_PATH = os.pathsep.join(["/usr/sbin", "/usr/local/sbin", os.environ.get("PATH", "")])
+NGINX_DIRECTORIES = ["/usr/sbin", "/usr/local/sbin"]
 
 
 def ensure_nginx() -> str | None:
     """The nginx binary; installed with apt-get first when missing and we are root."""
-    found = shutil.which("nginx", path=NGINX_PATH)
-    if found is None and apt_install(["nginx"], "nginx is"):
-        found = shutil.which("nginx", path=NGINX_PATH)
-    return found
+    return debian_binary("nginx", "nginx", NGINX_DIRECTORIES)
 
 
 def nginx_or_skip() -> str:
-    nginx = ensure_nginx()
-    if nginx is None:
-        pytest.skip("nginx is not installed and could not be installed here"
-                    " (apt-get install nginx needs root and a package mirror)")
-    return nginx
+    return debian_binary_or_skip("nginx", "nginx", NGINX_DIRECTORIES)
 
 
 class Nginx:

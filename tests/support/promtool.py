@@ -3,31 +3,20 @@ Debian's ``prometheus`` package), and run on scraped ``/metrics`` text."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
-import pytest
+from tests.support.debian import debian_binary, debian_binary_or_skip
 
-from tests.support.debian import apt_install
-
-PROMTOOL_PATH = os.pathsep.join(["/usr/bin", "/usr/local/bin", os.environ.get("PATH", "")])
+PROMTOOL_DIRECTORIES = ["/usr/bin", "/usr/local/bin"]
 
 
 def ensure_promtool() -> str | None:
     """The promtool binary; installed with apt-get first when missing and we are root."""
-    found = shutil.which("promtool", path=PROMTOOL_PATH)
-    if found is None and apt_install(["prometheus"], "promtool (Debian's prometheus) is"):
-        found = shutil.which("promtool", path=PROMTOOL_PATH)
-    return found
+    return debian_binary("promtool", "prometheus", PROMTOOL_DIRECTORIES)
 
 
 def promtool_or_skip() -> str:
-    promtool = ensure_promtool()
-    if promtool is None:
-        pytest.skip("promtool is not installed and could not be installed here"
-                    " (apt-get install prometheus needs root and a package mirror)")
-    return promtool
+    return debian_binary_or_skip("promtool", "prometheus", PROMTOOL_DIRECTORIES)
 
 
 def check_metrics(text: bytes) -> tuple[int, str]:
