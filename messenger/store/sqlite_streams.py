@@ -88,6 +88,11 @@ SQL_MESSAGE_EVENT_OFFSET = """
     SELECT offset FROM stream_entries
     WHERE stream = ? AND message_seq = ? AND message_seq IS NOT NULL
 """
+SQL_MESSAGE_EVENT_OFFSETS = """
+    SELECT message_seq, offset FROM stream_entries
+    WHERE stream = ? AND message_seq IN ({marks}) AND message_seq IS NOT NULL
+"""
+_SEQ_CHUNK = 500
 # INDEXED BY: one step down the chat log's message seqs, never the chat's whole log.
 SQL_LAST_MESSAGE_EVENT = """
     SELECT offset, message_seq FROM stream_entries INDEXED BY stream_entries_message_seq
@@ -235,34 +240,7 @@ class SQLiteStreamsMixin:
 
         def op(conn: sqlite3.Connection) -> list[ChatEventWrite]:
             with write_transaction(conn):
-                # Only entries at or below the head as it is now can be incomplete: each one
-                # written below is complete before the transaction ends.
-                [(head,)] = conn.execute(SQL_STREAM_HEAD, (log,)).fetchall()
-                completed = 0  # the chat's incomplete entries are completed up to here
-                writes: list[ChatEventWrite] = []
-                for event in planned:
-                    existing = _message_event(conn, log, event.message_seq)
-                    if existing is not None:  # left incomplete only by a writer that stopped
-                        if min(existing, head) > completed:
-                            _complete_pending(conn, log, existing)
-                            completed = min(existing, head)
-                        writes.append(ChatEventWrite(existing, {}, existed=True))
-                        continue
-                    chat_offset = _log_entry(
-                        conn, log, event.payload, event.users, event.marker, event.message_seq
-                    )
-                    if event.users is None:
-                        writes.append(ChatEventWrite(chat_offset, {}))
-                        continue
-                    if min(chat_offset - 1, head) > completed:
-                        _complete_pending(conn, log, chat_offset - 1)
-                        completed = min(chat_offset - 1, head)
-                    user_offsets = _fan_out(
-                        conn, chat_id, chat_offset, event.payload, event.users, event.marker
-                    )
-                    conn.execute(SQL_MARK_FANNED, (log, chat_offset))
-                    writes.append(ChatEventWrite(chat_offset, user_offsets))
-            return writes
+                return _ChatEventBatch(conn, chat_id, log).write(planned)
 
         return await self._run(op)
 
@@ -337,6 +315,98 @@ class SQLiteStreamsMixin:
                 return sum(_complete_pending(conn, log, newest) for log, newest, _ in chats)
 
         return await self._run(op)
+
+
+class _ChatEventBatch:
+    """The body of ``append_chat_events``, inside its transaction. ``BEGIN IMMEDIATE`` excludes
+    every other writer, so each stream's head is read once and counted on from there; the rows
+    go in with one ``executemany`` per table part instead of a statement each. A chat-log entry
+    written here is complete before the commit, so it is inserted complete (no recipients),
+    and its copies need no check for an earlier copy: its chat offset is new."""
+
+    def __init__(self, conn: sqlite3.Connection, chat_id: str, log: str) -> None:
+        self.conn = conn
+        self.chat_id = chat_id
+        self.log = log
+        self.now_ms = to_millis(utcnow())
+        self._heads: dict[str, int] = {}
+        self._log_rows: list[Row] = []
+        self._copy_rows: list[Row] = []
+
+    def write(self, planned: Sequence[CheckedChatEvent]) -> list[ChatEventWrite]:
+        conn, log = self.conn, self.log
+        # Only entries at or below the head as it is now can be incomplete: each one written
+        # below is complete before the transaction ends.
+        [(head,)] = conn.execute(SQL_STREAM_HEAD, (log,)).fetchall()
+        offset = head
+        existing = _message_events(conn, log, [e.message_seq for e in planned])
+        completed = 0  # the chat's incomplete entries are completed up to here
+        writes: list[ChatEventWrite] = []
+        for event in planned:
+            seq = event.message_seq
+            found = existing.get(seq) if seq is not None else None
+            if found is not None:  # left incomplete only by a writer that stopped
+                if min(found, head) > completed:
+                    self._complete_pending(found)
+                    completed = min(found, head)
+                writes.append(ChatEventWrite(found, {}, existed=True))
+                continue
+            if event.users is not None and min(offset, head) > completed:
+                self._complete_pending(offset)
+                completed = min(offset, head)
+            offset += 1
+            if seq is not None:
+                existing[seq] = offset
+            users = event.users
+            self._log_rows.append((
+                log, offset, event.payload, self.now_ms, None,
+                int(bool(users) and event.marker), seq,
+            ))
+            writes.append(ChatEventWrite(offset, self._copies(offset, event) if users else {}))
+        self._flush()
+        return writes
+
+    def _copies(self, chat_offset: int, event: CheckedChatEvent) -> dict[str, int]:
+        assert event.users is not None
+        offsets: dict[str, int] = {}
+        heads, rows, marker = self._heads, self._copy_rows, int(event.marker)
+        for user_id, stream in event.users.items():
+            head = heads.get(stream)
+            if head is None:
+                [(head,)] = self.conn.execute(SQL_STREAM_HEAD, (stream,)).fetchall()
+            heads[stream] = head = head + 1
+            rows.append((stream, head, event.payload, self.now_ms, self.chat_id, chat_offset,
+                         marker))
+            offsets[user_id] = head
+        return offsets
+
+    def _complete_pending(self, through: int) -> None:
+        """Complete a stopped writer's entries up to ``through``: they write with statements
+        of their own, so what is held here goes in first and the heads are read again."""
+        self._flush()
+        self._heads.clear()
+        _complete_pending(self.conn, self.log, through)
+
+    def _flush(self) -> None:
+        if self._log_rows:
+            self.conn.executemany(SQL_INSERT_CHAT_LOG_ENTRY, self._log_rows)
+            self._log_rows = []
+        if self._copy_rows:
+            self.conn.executemany(SQL_INSERT_FANOUT_ENTRY, self._copy_rows)
+            self._copy_rows = []
+
+
+def _message_events(
+    conn: sqlite3.Connection, log: str, seqs: Sequence[int | None]
+) -> dict[int, int]:
+    """The chat offsets of the chat log's entries of these message seqs, by seq."""
+    wanted = sorted({seq for seq in seqs if seq is not None})
+    found: dict[int, int] = {}
+    for start in range(0, len(wanted), _SEQ_CHUNK):
+        chunk = wanted[start:start + _SEQ_CHUNK]
+        sql = SQL_MESSAGE_EVENT_OFFSETS.format(marks=", ".join("?" * len(chunk)))
+        found.update(conn.execute(sql, (log, *chunk)).fetchall())
+    return found
 
 
 def _log_entry(
