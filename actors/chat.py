@@ -3,12 +3,14 @@
 The send path, for REST and WebSocket senders alike: ``Send`` requests queued together are
 taken as one batch (``batch_types``); each is checked against the cached member list (no
 database read per send; the store checks membership again as it writes), the batch is stored
-with one ``Store.append_messages`` (one batch insert), then one ``new_message`` event per new
-message goes out through the stream publisher (stored in the chat's streams, then published),
-in ``seq`` order; only then does each sender get its answer. A retried ``client_msg_id``
-returns the original message and publishes nothing. Because one actor owns a chat's sends
-here, and the store orders every writer's events of a chat by chat offset, every session
-receives that chat's messages in ``seq`` order.
+through the stream publisher (``store_messages``: one batch insert and, where the store can
+in the same transaction, one ``new_message`` event per new message in the chat's streams),
+then the events are published, in ``seq`` order; where the store could not write the events
+with the messages (MongoDB, or an earlier message's event still missing), they are stored
+next (``message_events``) and then published. Only then does each sender get its answer. A
+retried ``client_msg_id`` returns the original message and publishes nothing. Because one
+actor owns a chat's sends here, and the store orders every writer's events of a chat by chat
+offset, every session receives that chat's messages in ``seq`` order.
 
 Typing is state here: ``typing_start`` publishes ``is_typing: true`` only when the user was
 not typing already (repeats just push the expiry back), ``typing_stop`` or ``TYPING_TTL``
@@ -163,7 +165,9 @@ class ChatActor(Actor):
             slots.append(i)
         if not drafts:
             return results
-        appended = await self._store.append_messages(self.chat_id, drafts)
+        assert self.chat is not None
+        appended, announced = await self._events.store_messages(
+            self.chat, drafts, [messages[slot].origin for slot in slots])
         if any(isinstance(outcome, SenderNotMember) for outcome in appended):
             # The store, the last word on membership, refused a sender this cache still
             # listed (removed through another process): refuse them and reload the members.
@@ -176,11 +180,15 @@ class ChatActor(Actor):
             if outcome.created:
                 self.last_seq = max(self.last_seq, outcome.message.seq)
                 self._stop_typing_silently(outcome.message.sender_id)
+                if announced is not None:  # its event was stored with it, and published
+                    self._event_seq = max(self._event_seq or 0, outcome.message.seq)
+                    continue
                 # The messages are stored; if an event cannot be written, it and the rest go
                 # out before anything else of this chat, on the next request to it (a retry
                 # with the same client_msg_id is such a request).
                 self._unpublished.append((outcome.message, messages[slot].origin))
-        announced = await self._publish_backlog()
+        if announced is None:
+            announced = await self._publish_backlog()
         for slot, outcome in zip(slots, appended, strict=True):
             if not isinstance(outcome, SenderNotMember):
                 results[slot] = SendOutcome(outcome.message, outcome.created,

@@ -29,10 +29,6 @@ class ChatStore(Protocol):
 
     async def get_chat(self, chat_id: str) -> Chat | None: ...
 
-    async def append_messages(
-        self, chat_id: str, drafts: Sequence[MessageDraft]
-    ) -> list[AppendResult | SenderNotMember]: ...
-
     async def mark_read(self, chat_id: str, user_id: str, seq: int) -> int: ...
 
 
@@ -45,6 +41,15 @@ class ChatEvents(Protocol):
         joiners: Sequence[str] = (),
     ) -> bool:
         """Store and publish one event of ``chat``; whether the chat is streamed now."""
+        ...
+
+    async def store_messages(
+        self, chat: Chat, drafts: Sequence[MessageDraft], origins: Sequence[str],
+    ) -> tuple[list[AppendResult | SenderNotMember], set[int] | None]:
+        """Store a batch of drafts (with the session that sent each) and, where the store can
+        in the same call, their ``new_message`` events, then publish those: the results, and
+        the seqs whose event was written here — None if the events were not written (the
+        caller then writes them with ``message_events``)."""
         ...
 
     async def message_events(

@@ -10,12 +10,13 @@ methods they call. Anything else (an adapter's own attribute) is read from the w
 
 On the way it counts, in plain ints, what the metrics report of the store's answers:
 
-* ``messages_accepted``: new messages ``append_messages`` stored (not the replays of a known
-  ``client_msg_id``, not the refused senders);
+* ``messages_accepted``: new messages ``append_messages`` (or ``append_messages_with_events``)
+  stored (not the replays of a known ``client_msg_id``, not the refused senders);
 * ``mail_queued`` / ``mail_sent`` / ``mail_retried`` / ``mail_failed``: ``enqueue_mail`` calls,
   and the ``mark_mail_sent`` / ``retry_mail`` / ``fail_mail`` calls that acted (the lease held);
-* after each ``append_chat_events`` that wrote something, ``events_stored`` (if set) is called
-  at once, before the caller goes on to publish: the fan-out clock starts there.
+* after each ``append_chat_events`` (or ``append_messages_with_events``) that wrote events,
+  ``events_stored`` (if set) is called at once, before the caller goes on to publish: the
+  fan-out clock starts there.
 
 The cost per call is two ``perf_counter`` calls, a dict lookup and a ``bisect``: nothing per
 recipient, nothing shared with another thread.
@@ -33,6 +34,7 @@ from messenger.models import (
     AppendResult,
     ChatEvent,
     ChatEventWrite,
+    Message,
     MessageDraft,
     OutboxMail,
     SenderNotMember,
@@ -72,6 +74,23 @@ class MeasuredStore(Store):
         self.messages_accepted += sum(
             1 for r in results if type(r) is AppendResult and r.created)
         return results
+
+    async def append_messages_with_events(
+        self, chat_id: str, drafts: Sequence[MessageDraft],
+        event_of: Callable[[Message], ChatEvent],
+    ) -> tuple[list[AppendResult | SenderNotMember], list[tuple[ChatEvent, ChatEventWrite]] | None]:
+        start = perf_counter()
+        try:
+            results, written = await self.inner.append_messages_with_events(
+                chat_id, drafts, event_of)
+        finally:
+            self.latency["append_messages_with_events"].observe(perf_counter() - start)
+        self.messages_accepted += sum(
+            1 for r in results if type(r) is AppendResult and r.created)
+        if self.events_stored is not None and written and any(
+                not w.existed for _, w in written):
+            self.events_stored()
+        return results, written
 
     async def append_chat_events(self, chat_id: str,
                                  events: Sequence[ChatEvent]) -> list[ChatEventWrite]:

@@ -20,11 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from messenger.models import Chat, ChatEvent, ChatEventWrite, Message
+from messenger.models import (
+    AppendResult,
+    Chat,
+    ChatEvent,
+    ChatEventWrite,
+    Message,
+    MessageDraft,
+    SenderNotMember,
+)
 from messenger.realtime import frames
 from messenger.realtime.broker import Broker, BrokerUnavailable, Publication
 from messenger.realtime.history import StoreHistory
@@ -48,6 +56,16 @@ class _Outgoing:
 
 
 class ChatEventStore(Protocol):
+    async def append_messages(
+        self, chat_id: str, drafts: Sequence[MessageDraft]
+    ) -> list[AppendResult | SenderNotMember]: ...
+
+    async def append_messages_with_events(
+        self, chat_id: str, drafts: Sequence[MessageDraft],
+        event_of: Callable[[Message], ChatEvent],
+    ) -> tuple[list[AppendResult | SenderNotMember],
+               list[tuple[ChatEvent, ChatEventWrite]] | None]: ...
+
     async def append_chat_events(
         self, chat_id: str, events: Sequence[ChatEvent]
     ) -> list[ChatEventWrite]: ...
@@ -81,6 +99,40 @@ class StreamPublisher:
         who join with it. Returns whether the chat is streamed from now on."""
         streamed, _ = await self._write(chat, [_Outgoing(payload, also, joiners)])
         return streamed
+
+    async def store_messages(
+        self, chat: Chat, drafts: Sequence[MessageDraft], origins: Sequence[str],
+    ) -> tuple[list[AppendResult | SenderNotMember], set[int] | None]:
+        """Store a batch of drafts of ``chat`` (``origins``: the session that sent each, "" for
+        none) and, where the store can in the same call, their ``new_message`` events, then
+        publish those. Returns the store's results and the seqs whose event was written here;
+        ``None`` instead of the seqs when the events were not written with the messages (the
+        store cannot, the chat log lacks an earlier message's event, or this batch switches
+        the chat to its own stream): the caller writes them with ``message_events``."""
+        if self.streamed(chat) and not chat.streamed:
+            return await self.store.append_messages(chat.id, drafts), None
+        recipients = None if chat.streamed else tuple(chat.member_ids)
+
+        def event_of(message: Message) -> ChatEvent:
+            return ChatEvent(frames.new_message(message), recipients, (), message.seq)
+
+        results, written = await self.store.append_messages_with_events(
+            chat.id, drafts, event_of)
+        if written is None:
+            return results, None
+        sent = {
+            result.message.seq: (result.message, origin)
+            for result, origin in zip(results, origins, strict=True)
+            if type(result) is AppendResult and result.created
+        }
+        batch: list[_Outgoing] = []
+        for event, _ in written:
+            message, origin = sent[event.message_seq]  # type: ignore[index]
+            batch.append(_Outgoing(event.payload, origin=origin,
+                                   ack=frames.message_sent(message) if origin else None,
+                                   message_seq=message.seq))
+        return results, await self._publish_writes(
+            chat, chat.streamed, batch, [write for _, write in written])
 
     async def message_events(
         self, chat: Chat, sent: Sequence[tuple[Message, str]], after_seq: int | None = None,
@@ -151,6 +203,11 @@ class StreamPublisher:
             events = [ChatEvent(o.payload, tuple(dict.fromkeys((*chat.member_ids, *o.also))),
                                 (), o.message_seq) for o in batch]
         writes = await self.store.append_chat_events(chat.id, events)
+        return streamed, await self._publish_writes(chat, streamed, batch, writes)
+
+    async def _publish_writes(self, chat: Chat, streamed: bool, batch: Sequence[_Outgoing],
+                              writes: Sequence[ChatEventWrite]) -> set[int]:
+        """Publish what the store wrote of ``batch``; the message seqs written."""
         epoch = await self.history.epoch()
         wrote: set[int] = set()
         chat_stream = f"c:{chat.id}"
@@ -167,7 +224,7 @@ class StreamPublisher:
                 await self._publish(Publication(
                     f"u:{user_id}", offset, epoch, outgoing.payload, chat.id,
                     write.chat_offset, streamed, outgoing.origin, outgoing.ack))
-        return streamed, wrote
+        return wrote
 
     async def ephemeral_to_chat(self, chat: Chat, payload: bytes, about: str) -> None:
         """Typing: to the chat's other members (the chat's stream, or each member's)."""

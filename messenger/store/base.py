@@ -125,6 +125,17 @@ Nothing outside ``messenger.store`` knows which adapter is in use; both pass
   those that have recipients or markers together, per user stream in chat-offset order; a
   writer that stops part-way leaves the rest incomplete, finished by the next event or the
   sweep as above.
+  **Messages with their events**: ``append_messages_with_events(chat_id, drafts, event_of)``
+  is ``append_messages`` and, where the adapter can do it in the same transaction, the
+  ``append_chat_events`` of ``event_of(message)`` for each message it created, in seq order,
+  returned as ``(event, write)`` pairs — but only when the chat log already holds the event
+  of every earlier message (``last_message_event_seq``, read in that transaction, is the
+  first new seq minus 1) and no sender was refused (``SenderNotMember``: the caller's member
+  list, which ``event_of`` used, is stale): then messages and events are stored together or
+  not at all. Otherwise, and always on an adapter without transactions (MongoDB), it returns
+  ``None`` for the events and has written none: the caller writes them as usual
+  (``last_message_event_seq``, the missing ones, then its own). No new message: ``[]``.
+  SQLite does it in one transaction (one commit, one call to its writer thread, per batch).
 * Streamed chats: ``set_chat_streamed(chat_id)`` sets ``Chat.streamed`` (idempotent, never
   unset; an unknown chat is a no-op); every ``Chat`` the store returns carries the flag;
   ``streamed_chats(user)`` is the ids of the user's chats that have it (any order; one query
@@ -160,7 +171,7 @@ Nothing outside ``messenger.store`` knows which adapter is in use; both pass
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from messenger.models import (
@@ -325,6 +336,17 @@ class Store(abc.ABC):
         batch) return the original message with ``created=False`` and take no ``seq``. A new
         draft from a sender who is not a member gets ``SenderNotMember``.
         """
+
+    @abc.abstractmethod
+    async def append_messages_with_events(
+        self, chat_id: str, drafts: Sequence[MessageDraft],
+        event_of: Callable[[Message], ChatEvent],
+    ) -> tuple[list[AppendResult | SenderNotMember], list[tuple[ChatEvent, ChatEventWrite]] | None]:
+        """``append_messages``, and in the same transaction the events ``event_of`` gives for
+        the messages it created, in seq order, as ``(event, write)`` pairs; ``None`` (nothing
+        of them written) when the adapter cannot, the chat log lacks an earlier message's
+        event, or a sender was refused (see the module docstring). ``event_of`` runs inside
+        the store's call (on its writer thread for SQLite): a pure function of the message."""
 
     @abc.abstractmethod
     async def get_message(self, chat_id: str, message_id: str) -> Message | None: ...

@@ -81,7 +81,7 @@ Collections, indexes, the document shapes and the translation of driver errors a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -96,6 +96,8 @@ from messenger.ids import is_valid_id
 from messenger.models import (
     AppendResult,
     Chat,
+    ChatEvent,
+    ChatEventWrite,
     ChatType,
     ChatView,
     Message,
@@ -608,6 +610,16 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         return {str(member) for member in members if member != user_oid}
 
     # -- messages ----------------------------------------------------------------------------
+    async def append_messages_with_events(
+        self, chat_id: str, drafts: Sequence[MessageDraft],
+        event_of: Callable[[Message], ChatEvent],
+    ) -> tuple[list[AppendResult | SenderNotMember], list[tuple[ChatEvent, ChatEventWrite]] | None]:
+        """See ``Store.append_messages_with_events``: without a transaction the events cannot
+        be stored with the messages, so this is ``append_messages`` alone (events ``None``)."""
+        results = await self.append_messages(chat_id, drafts)
+        created = any(type(r) is AppendResult and r.created for r in results)
+        return results, (None if created else [])
+
     async def append_messages(
         self, chat_id: str, drafts: Sequence[MessageDraft]
     ) -> list[AppendResult | SenderNotMember]:

@@ -74,6 +74,8 @@ from messenger.models import (
     AppendResult,
     Attachment,
     Chat,
+    ChatEvent,
+    ChatEventWrite,
     ChatType,
     ChatView,
     Message,
@@ -99,7 +101,7 @@ from messenger.store.sqlite_parts import (
     write_transaction,
 )
 from messenger.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
-from messenger.store.sqlite_streams import SQLiteStreamsMixin
+from messenger.store.sqlite_streams import SQLiteStreamsMixin, write_message_events
 
 BUSY_TIMEOUT_MS = 5_000
 PURGE_INTERVAL_SECONDS = 3600.0
@@ -700,15 +702,29 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
 
         def op(conn: sqlite3.Connection) -> list[AppendResult | SenderNotMember]:
             with write_transaction(conn):
-                row = conn.execute("SELECT last_seq FROM chats WHERE id = ?", (chat_id,)).fetchone()
-                if row is None:
-                    raise StoreError(f"no chat {chat_id}")
-                # Membership is read in the write transaction itself: the last word.
-                members = {
-                    user_id for chunk in _chunks(senders) for (user_id,) in conn.execute(
-                        SQL_MEMBERS_AMONG.format(marks=_marks(chunk)), (chat_id, *chunk))
-                }
-                return _append(conn, chat_id, row[0], drafts, members)
+                return _append_in_transaction(conn, chat_id, drafts, senders)
+
+        return await self._run(op)
+
+    async def append_messages_with_events(
+        self, chat_id: str, drafts: Sequence[MessageDraft],
+        event_of: Callable[[Message], ChatEvent],
+    ) -> tuple[list[AppendResult | SenderNotMember], list[tuple[ChatEvent, ChatEventWrite]] | None]:
+        """See ``Store.append_messages_with_events``: ``append_messages`` and the events in one
+        transaction (the events' part: ``sqlite_streams.write_message_events``)."""
+        if not drafts:
+            return [], []
+        senders = sorted({draft.sender_id for draft in drafts})
+
+        def op(conn: sqlite3.Connection) -> tuple[
+            list[AppendResult | SenderNotMember], list[tuple[ChatEvent, ChatEventWrite]] | None
+        ]:
+            with write_transaction(conn):
+                results = _append_in_transaction(conn, chat_id, drafts, senders)
+                if any(type(r) is SenderNotMember for r in results):
+                    return results, None  # the caller's member list is stale: it reloads
+                created = [r.message for r in results if type(r) is AppendResult and r.created]
+                return results, write_message_events(conn, chat_id, created, event_of)
 
         return await self._run(op)
 
@@ -834,6 +850,21 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
 
 
 # -- helpers (worker thread) -----------------------------------------------------------------
+def _append_in_transaction(
+    conn: sqlite3.Connection, chat_id: str, drafts: Sequence[MessageDraft], senders: list[str]
+) -> list[AppendResult | SenderNotMember]:
+    """``append_messages`` inside the caller's write transaction."""
+    row = conn.execute("SELECT last_seq FROM chats WHERE id = ?", (chat_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no chat {chat_id}")
+    # Membership is read in the write transaction itself: the last word.
+    members = {
+        user_id for chunk in _chunks(senders) for (user_id,) in conn.execute(
+            SQL_MEMBERS_AMONG.format(marks=_marks(chunk)), (chat_id, *chunk))
+    }
+    return _append(conn, chat_id, row[0], drafts, members)
+
+
 def _append(
     conn: sqlite3.Connection,
     chat_id: str,

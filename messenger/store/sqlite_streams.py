@@ -56,7 +56,7 @@ from typing import Any
 import orjson
 
 from messenger.clock import from_millis, to_millis, utcnow
-from messenger.models import ChatEvent, ChatEventWrite, StreamEntry
+from messenger.models import ChatEvent, ChatEventWrite, Message, StreamEntry
 from messenger.store.errors import StoreError
 from messenger.store.sqlite_parts import Row, write_transaction
 from messenger.store.streams import (
@@ -315,6 +315,24 @@ class SQLiteStreamsMixin:
                 return sum(_complete_pending(conn, log, newest) for log, newest, _ in chats)
 
         return await self._run(op)
+
+
+def write_message_events(
+    conn: sqlite3.Connection, chat_id: str, messages: Sequence[Message],
+    event_of: Callable[[Message], ChatEvent],
+) -> list[tuple[ChatEvent, ChatEventWrite]] | None:
+    """Inside the caller's transaction (``append_messages_with_events``): the events of the
+    messages it just stored, in seq order, when the chat log holds the event of every message
+    before them; else None and nothing written."""
+    if not messages:
+        return []
+    log = chat_log_key(chat_id)
+    row = conn.execute(SQL_LAST_MESSAGE_EVENT, (log,)).fetchone()
+    if (0 if row is None else int(row[1])) != messages[0].seq - 1:
+        return None
+    events = [event_of(message) for message in messages]
+    writes = _ChatEventBatch(conn, chat_id, log).write([CheckedChatEvent.of(e) for e in events])
+    return list(zip(events, writes, strict=True))
 
 
 class _ChatEventBatch:
