@@ -11,7 +11,8 @@ transactions here, always does. A replayed ``client_msg_id`` writes no event; a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,40 @@ async def test_a_failing_event_stores_nothing_on_sqlite(store: Store) -> None:
         chat.id, [draft], event_of_members(chat.member_ids))
     assert isinstance(result, AppendResult) and result.created and result.message.seq == 1
     assert written is not None and len(written) == 1
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    from messenger.store.sqlite import SQLiteStore
+
+    adapter = SQLiteStore(tmp_path / "db.sqlite3")
+    await adapter.migrate()
+    yield adapter
+    await adapter.close()
+
+
+async def test_sqlite_a_batch_of_replays_and_new_messages(sqlite_store: Store) -> None:
+    """Replays (in any order, one repeated within the batch) take no seq and write no event;
+    the new messages' events follow on in every member's stream, gap-free."""
+    store = sqlite_store
+    users = [await new_user(store, f"user{n}") for n in range(3)]
+    chat = await new_group(store, users)
+    event_of = event_of_members(chat.member_ids)
+    first = [MessageDraft(users[n % 3].id, f"m{n}", f"c{n}") for n in range(10)]
+    results, written = await store.append_messages_with_events(chat.id, first, event_of)
+    assert [r.message.seq for r in results if isinstance(r, AppendResult)] == list(range(1, 11))
+    assert written is not None and len(written) == 10
+    # replays of 1..10 mixed with 11 new ones, the last one repeated within the batch
+    second = [*first[::-1], *(MessageDraft(users[n % 3].id, f"m{n}", f"c{n}")
+                              for n in range(10, 21)), MessageDraft(users[2].id, "m20", "c20")]
+    results, written = await store.append_messages_with_events(chat.id, second, event_of)
+    assert [(r.message.seq, r.created) for r in results if isinstance(r, AppendResult)] == [
+        *((seq, False) for seq in range(10, 0, -1)), *((seq, True) for seq in range(11, 22)),
+        (21, False)]
+    assert written is not None
+    assert [(w.chat_offset, sorted(w.user_offsets.values())) for _, w in written] == [
+        (seq, [seq] * 3) for seq in range(11, 22)]
+    for user in users:
+        assert [e.offset for e in await entries(store, f"u:{user.id}")] == list(range(1, 22))
+    view = await store.get_chat_view(chat.id, users[2].id)
+    assert view is not None and view.read_seq == 21  # the last sender's read position
