@@ -418,16 +418,31 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _send(self, frame: protocol.SendMessage) -> None:
+        """The ack comes through the feed with the message's event (``Feed.expect_ack``: also
+        when that event is read back from the store), or from here when the event is not
+        this send's: a retry (nothing new to anyone), or another process wrote it first."""
+        feed = self.feed
+        if feed is not None:
+            feed.expect_ack(frame.client_msg_id)
+        try:
+            outcome = await self.hub.send(self.user_id, frame.chat_id, frame.text,
+                                          frame.client_msg_id, frame.attachment_ids, self.id)
+        except BaseException:
+            if feed is not None:
+                feed.ack_settled(frame.client_msg_id)
+            raise
+        if not outcome.announced:
+            if feed is not None:
+                feed.ack_settled(frame.client_msg_id)
+            self.write_control("message_sent", client_msg_id=frame.client_msg_id,
+                               message=outcome.message.to_json())
+
     async def _run(self, frame: protocol.ClientFrame) -> None:
         hub = self.hub
         try:
             if isinstance(frame, protocol.SendMessage):
-                outcome = await hub.send(self.user_id, frame.chat_id, frame.text,
-                                         frame.client_msg_id, frame.attachment_ids, self.id)
-                if not outcome.announced:  # a retry (nothing new to anyone), or another
-                    # process wrote the message's event first: the ack comes from here
-                    self.write_control("message_sent", client_msg_id=frame.client_msg_id,
-                                       message=outcome.message.to_json())
+                await self._send(frame)
             elif isinstance(frame, protocol.Typing):
                 await hub.set_typing(self.user_id, frame.chat_id, frame.is_typing)
             elif isinstance(frame, protocol.MarkRead):

@@ -268,6 +268,40 @@ async def test_an_event_stored_but_never_published_is_read_from_the_store(
     assert [ResumeCursor.decode(c).user_offset for c in cursors] == [1, 2]
 
 
+async def test_a_send_whose_event_is_read_back_from_the_store_still_gets_its_ack(
+    services: Services,
+) -> None:
+    """The sending session's feed gets the event of its own send from the store, not live (as
+    right after it starts to follow a chat that has just grown large): it is written as the
+    ack (``message_sent``, once), not as ``new_message``; another session's is not."""
+    hub, store = services.realtime, services.store
+    ann, bob = await users(services, 2)
+    chat, _ = await store.create_chat(ChatType.GROUP, [ann.id, bob.id], "team", None)
+    feed, outlet = await session(hub, bob)
+    other_feed, other = await session(hub, bob)  # bob's other device: sent nothing
+    feed.expect_ack("mine")
+    [stored] = await store.append_messages(chat.id, [MessageDraft(bob.id, "from bob", "mine")])
+    assert not isinstance(stored, SenderNotMember)
+    await store.append_chat_event(chat.id, frames.new_message(stored.message),
+                                  [ann.id, bob.id], message_seq=stored.message.seq)
+    await hub.send(ann.id, chat.id, "published", None)  # the gap shows; both read it back
+    await outlet.wait_for("new_message", 1)
+    await other.wait_for("new_message", 2)
+    [ack] = outlet.of("message_sent")
+    assert ack["client_msg_id"] == "mine" and ack["message"] == stored.message.to_json()
+    assert [f["type"] for f in outlet.frames] == ["message_sent", "new_message"]
+    assert ResumeCursor.decode(ack["event_id"]).user_offset == 1  # its place in the stream
+    assert [f["message"]["text"] for f in other.of("new_message")] == ["from bob", "published"]
+    assert other.of("message_sent") == []
+    # settled: the same message read again (a resume from before it) is a new_message
+    start = ResumeCursor(ResumeCursor.decode(feed.cursor_text()).epoch, 0, {}).encode()
+    _, again = await session(hub, bob, start)
+    await again.wait_for("new_message", 2)
+    assert again.of("message_sent") == []
+    await feed.close()
+    await other_feed.close()
+
+
 async def test_a_last_event_never_published_reaches_the_session_by_the_position_check(
     services: Services,
 ) -> None:

@@ -30,6 +30,7 @@ through a queue that the fill task writes paced (waiting for the socket to drain
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import struct
 import sys
@@ -39,6 +40,7 @@ from typing import Protocol
 
 import orjson
 
+from messenger.realtime import frames
 from messenger.realtime.broker import HistoryTrimmed, Publication
 from messenger.realtime.cursor import StreamCursor, Verdict
 from messenger.realtime.frames import ws_header
@@ -48,6 +50,10 @@ log = logging.getLogger("messenger.realtime.feed")
 
 #: Entries read from the store per round trip during a catch-up or gap fill.
 FILL_PAGE = 500
+#: Sends of one session whose ack a feed remembers at most (``Feed.expect_ack``).
+AWAITED_ACKS_MAX = 256
+_NEW_MESSAGE = b'{"type":"new_message"'
+
 _REMOVED = b'{"type":"member_removed"'
 _NONE_LEAVING: frozenset[str] = frozenset()
 #: ``ws_header`` of a frame of 126 to 65,535 bytes (most events), without its call
@@ -135,7 +141,7 @@ class Feed:
         "closed", "cursors", "_leaving", "session_id", "host", "_task", "_live", "outlet",
         "_write_frame", "frames_written", "on_frames", "_websocket", "user_id", "user_stream",
         "resume_max", "max_frames", "epoch", "_queue", "_timer", "_jobs", "_followed",
-        "_behind", "_restarting", "page")
+        "_behind", "_restarting", "page", "_awaiting")
 
     def __init__(self, host: FeedHost, user_id: str, outlet: Outlet,
                  resume_max: int = 10_000, max_frames: int | None = None) -> None:
@@ -170,6 +176,8 @@ class Feed:
         self._behind: dict[str, int] | None = None  # made by the first check that finds it
         self._restarting = False
         self.page = FILL_PAGE if max_frames is None else max(1, min(FILL_PAGE, max_frames))
+        #: client_msg_id: sends of this session whose ack is on its way (None: none)
+        self._awaiting: dict[str, int] | None = None
 
     # -- start and stop -------------------------------------------------------------------------
     async def start(self, resume: ResumeCursor | None) -> tuple[str, bool]:
@@ -321,6 +329,8 @@ class Feed:
                 before = self._cursor_around(stream, lane)
             if pub.ack is not None and pub.origin == self.session_id:
                 tail = b'",' + pub.ack[1:]
+                if self._awaiting is not None:
+                    self._ack_written(pub.ack)
             else:
                 tail = pub.tail
             after = lane.after
@@ -399,6 +409,53 @@ class Feed:
         ``{`` — as a WebSocket text frame when the outlet takes those (``websocket``)."""
         return self._frame_with(pub, cursor.encode())
 
+    # -- acks of this session's sends ----------------------------------------------------------
+    def expect_ack(self, client_msg_id: str) -> None:
+        """A send of this session is on its way (``handlers/ws.py``, before the hub has it).
+        Its event normally arrives live, carrying the ack (``message_sent``) for this session;
+        if it arrives read back from the store instead — the catch-up of a chat this feed has
+        just started to follow (after its marker), or a gap fill — it is written as the ack
+        all the same, once. At most ``AWAITED_ACKS_MAX`` are remembered (oldest dropped)."""
+        awaiting = self._awaiting
+        if awaiting is None:
+            awaiting = self._awaiting = {}
+        awaiting[client_msg_id] = awaiting.pop(client_msg_id, 0) + 1
+        if len(awaiting) > AWAITED_ACKS_MAX:
+            del awaiting[next(iter(awaiting))]
+
+    def ack_settled(self, client_msg_id: str) -> None:
+        """The send's ack is not to come through this feed (the send failed, or the session
+        was answered directly)."""
+        awaiting = self._awaiting
+        if awaiting is None or client_msg_id not in awaiting:
+            return
+        if awaiting[client_msg_id] > 1:
+            awaiting[client_msg_id] -= 1
+            return
+        del awaiting[client_msg_id]
+        if not awaiting:
+            self._awaiting = None
+
+    def _ack_written(self, ack: bytes) -> None:
+        client_msg_id = orjson.loads(ack).get("client_msg_id")
+        if isinstance(client_msg_id, str):
+            self.ack_settled(client_msg_id)
+
+    def _with_ack(self, pub: Publication) -> Publication:
+        """``pub`` read back from the store, carrying its ack for this session if it is the
+        ``new_message`` of a send of this session's that awaits its ack (the ack is settled
+        when the frame is written)."""
+        if not pub.payload.startswith(_NEW_MESSAGE):
+            return pub
+        message = orjson.loads(pub.payload).get("message")
+        if not isinstance(message, dict) or message.get("sender_id") != self.user_id:
+            return pub
+        client_msg_id = message.get("client_msg_id")
+        if not isinstance(client_msg_id, str) or client_msg_id not in (self._awaiting or ()):
+            return pub
+        return dataclasses.replace(pub, origin=self.session_id,
+                                   ack=frames.message_sent_of(client_msg_id, message))
+
     def _cursor_around(self, stream: str, lane: Lane) -> bytes:
         """The cursor text before ``stream``'s offset (and after it, kept in the lane) until
         another position moves."""
@@ -411,6 +468,8 @@ class Feed:
     def _frame_with(self, pub: Publication, head: bytes) -> bytes:
         if pub.ack is not None and pub.origin == self.session_id:
             tail = b'",' + pub.ack[1:]
+            if self._awaiting is not None:
+                self._ack_written(pub.ack)
         else:
             tail = pub.tail
         if self._websocket:
@@ -530,6 +589,8 @@ class Feed:
                 return
             now = time.monotonic()
             for pub in pubs:
+                if self._awaiting is not None:
+                    pub = self._with_ack(pub)
                 if cursor.accept(pub.epoch, pub.offset, pub, now) is Verdict.RESYNC:
                     raise HistoryTrimmed(f"{stream}: epoch changed")
             self._emit(self._take(stream, cursor))

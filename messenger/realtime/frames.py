@@ -51,8 +51,12 @@ def new_message(message: Message) -> bytes:
 
 def message_sent(message: Message) -> bytes:
     """What the sending session gets in place of ``new_message`` (same position)."""
-    return encode({"type": "message_sent", "client_msg_id": message.client_msg_id,
-                   "message": message.to_json()})
+    return message_sent_of(message.client_msg_id, message.to_json())
+
+
+def message_sent_of(client_msg_id: str | None, message: dict[str, Any]) -> bytes:
+    """``message_sent`` of a message's API JSON (a ``new_message`` payload's ``message``)."""
+    return encode({"type": "message_sent", "client_msg_id": client_msg_id, "message": message})
 
 
 def read(chat_id: str, user_id: str, seq: int, unread_count: int) -> bytes:
