@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -315,5 +315,44 @@ async def test_sqlite_writes_a_batch_in_one_transaction(tmp_path: Path) -> None:
         assert await sqlite_store.append_chat_events(CHAT, [
             ChatEvent(b"one", MEMBERS, (), 1), ChatEvent(b"two", None, (ANN,), 2),
         ]) == [ChatEventWrite(1, {ANN: 1, BOB: 1, CID: 1}), ChatEventWrite(2, {ANN: 2})]
+    finally:
+        await sqlite_store.close()
+
+
+async def test_sqlite_copies_read_their_payload_from_the_chat_log_and_trims_keep_it(
+    tmp_path: Path,
+) -> None:
+    """A batch's copies store no payload of their own: reads give the chat-log entry's. A trim
+    keeps that entry as long as a copy is readable, also when the clock stepped back between
+    two of the chat's entries (a later entry older than an earlier one's copies)."""
+    from messenger.store.sqlite import SQLiteStore
+
+    path = tmp_path / "db.sqlite3"
+    sqlite_store = SQLiteStore(path)
+    await sqlite_store.migrate()
+    try:
+        await sqlite_store.append_chat_events(CHAT, [ChatEvent(b"one", MEMBERS, (), 1),
+                                                     ChatEvent(b"two", MEMBERS, (), 2)])
+        with closing(sqlite3.connect(path)) as conn:
+            stored = conn.execute(
+                "SELECT stream, offset, length(payload) FROM stream_entries ORDER BY stream, offset"
+            ).fetchall()
+            assert (f"c:{CHAT}", 1, 3) in stored and (f"c:{CHAT}", 2, 3) in stored
+            assert {(s, o, n) for s, o, n in stored if s.startswith("u:")} == {
+                (f"u:{u}", o, 0) for u in MEMBERS for o in (1, 2)}
+            # the clock stepped back: the chat's later entry looks older than the first
+            conn.execute("UPDATE stream_entries SET created_at = 1000 WHERE stream = ? AND "
+                         "offset = 2", (f"c:{CHAT}",))
+            conn.commit()
+        for user_id in MEMBERS:
+            assert [(e.offset, e.payload, e.source) for e in await entries(sqlite_store,
+                                                                           f"u:{user_id}")] == [
+                (1, b"one", (CHAT, 1)), (2, b"two", (CHAT, 2))]
+        # A cutoff between the two: the chat log's floor moves to 2, the users' streams keep
+        # both copies (made after the cutoff) and still read entry 1's payload.
+        await sqlite_store.trim_streams(datetime(2000, 1, 1, tzinfo=UTC))
+        bounds = await sqlite_store.stream_bounds([f"c:{CHAT}", f"u:{ANN}"])
+        assert bounds[f"c:{CHAT}"][0] == 2 and bounds[f"u:{ANN}"][0] == 0
+        assert [e.payload for e in await entries(sqlite_store, f"u:{ANN}")] == [b"one", b"two"]
     finally:
         await sqlite_store.close()

@@ -262,7 +262,7 @@ async def test_sqlite_message_event_queries_use_indexes(tmp_path: Path) -> None:
         "last message event": (
             adapter.SQL_LAST_MESSAGE_EVENT, (f"c:{CHAT}",), "stream_entries_message_seq"
         ),
-        "trim keeping": (adapter.SQL_TRIM_STREAM_KEEPING, (f"c:{CHAT}", 5, 3), None),
+        "trim keeping": (adapter.SQL_TRIM_STREAM_KEEPING, (f"c:{CHAT}", 5, 3, 0), None),
         "seq range": (chats_adapter.SQL_MESSAGES_IN_SEQ_RANGE, (CHAT, 1, 5, 5), None),
     }
     with closing(sqlite3.connect(path)) as conn:

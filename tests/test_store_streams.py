@@ -427,7 +427,7 @@ async def test_sqlite_stream_queries_use_indexes(tmp_path: Path) -> None:
         "read": (adapter.SQL_READ_STREAM, (ANN, 0, 10)),
         "bounds": (adapter.SQL_STREAM_BOUNDS, (orjson.dumps([ANN, BOB]).decode(),)),
         "newest old": (adapter.SQL_NEWEST_OLD_ENTRIES, (0,)),
-        "trim": (adapter.SQL_TRIM_STREAM, (ANN, 5)),
+        "trim": (adapter.SQL_TRIM_STREAM, (ANN, 5, 0)),
         "epoch": (adapter.SQL_STREAM_EPOCH, ("stream_epoch",)),
     }
     with closing(sqlite3.connect(path)) as conn:

@@ -15,7 +15,13 @@ store's one worker thread through ``_run``, the reads (``read_stream``, ``stream
   below it are deleted except the stream's newest, which stays: the head is always the largest
   stored offset, so the next append continues at head + 1. A chat log's entry of its largest
   message seq stays too (one lookup of ``stream_entries_message_seq``), so
-  ``last_message_event_seq`` is always that index's last entry for the chat log.
+  ``last_message_event_seq`` is always that index's last entry for the chat log. So does any
+  entry created at or after the cutoff (only if the clock stepped back can one sit below the
+  floor): a copy that is still readable was made with its chat-log entry, at the same
+  ``created_at``, and reads its payload from it.
+* A copy written in the transaction of its chat-log entry (``append_chat_events``) stores an
+  empty payload: ``read_stream`` reads the entry's (one primary-key lookup). Copies written
+  later (completing a stopped writer's fan-out) carry their own.
 * ``stream_bounds`` is one statement for the whole list (``json_each``), each stream's head and
   floor a lookup of one index entry.
 * ``append_chat_event`` is one transaction: the chat-log entry (with its recipients, marking
@@ -75,9 +81,15 @@ SQL_STREAM_HEAD = "SELECT COALESCE(max(offset), 0) FROM stream_entries WHERE str
 SQL_INSERT_STREAM_ENTRY = """
     INSERT INTO stream_entries (stream, offset, payload, created_at) VALUES (?, ?, ?, ?)
 """
+# A copy written with its chat-log entry stores no payload (an empty one): it is that entry's.
 SQL_READ_STREAM = """
-    SELECT stream, offset, payload, created_at, source_chat, source_offset, marker
-    FROM stream_entries WHERE stream = ? AND offset > ? ORDER BY offset LIMIT ?
+    SELECT e.stream, e.offset,
+           CASE WHEN e.source_chat IS NOT NULL AND length(e.payload) = 0
+                THEN (SELECT l.payload FROM stream_entries AS l
+                      WHERE l.stream = 'c:' || e.source_chat AND l.offset = e.source_offset)
+                ELSE e.payload END,
+           e.created_at, e.source_chat, e.source_offset, e.marker
+    FROM stream_entries AS e WHERE e.stream = ? AND e.offset > ? ORDER BY e.offset LIMIT ?
 """
 SQL_INSERT_CHAT_LOG_ENTRY = """
     INSERT INTO stream_entries
@@ -135,9 +147,14 @@ SQL_RAISE_STREAM_FLOOR = """
     INSERT INTO stream_floors (stream, floor) VALUES (?, ?)
     ON CONFLICT (stream) DO UPDATE SET floor = max(floor, excluded.floor)
 """
-SQL_TRIM_STREAM = "DELETE FROM stream_entries WHERE stream = ? AND offset <= ?"
+# ``created_at < cutoff`` too: an entry made at or after the cutoff stays whatever its offset
+# (entries at or below the floor are never read; a chat-log entry whose copies are still
+# readable keeps its payload for them, also if the clock stepped back between two entries).
+SQL_TRIM_STREAM = """
+    DELETE FROM stream_entries WHERE stream = ? AND offset <= ? AND created_at < ?
+"""
 SQL_TRIM_STREAM_KEEPING = """
-    DELETE FROM stream_entries WHERE stream = ? AND offset <= ? AND offset != ?
+    DELETE FROM stream_entries WHERE stream = ? AND offset <= ? AND offset != ? AND created_at < ?
 """
 SQL_STREAM_EPOCH = "SELECT value FROM store_meta WHERE key = ?"
 # INDEXED BY: the chat's copies in the user stream, newest first, not the whole stream.
@@ -219,9 +236,10 @@ class SQLiteStreamsMixin:
                     through = min(floor, head - 1)
                     keep = conn.execute(SQL_LAST_MESSAGE_EVENT, (stream,)).fetchone()
                     if keep is not None and keep[0] <= through:
-                        trimmed = conn.execute(SQL_TRIM_STREAM_KEEPING, (stream, through, keep[0]))
+                        trimmed = conn.execute(SQL_TRIM_STREAM_KEEPING,
+                                               (stream, through, keep[0], cutoff_ms))
                     else:
-                        trimmed = conn.execute(SQL_TRIM_STREAM, (stream, through))
+                        trimmed = conn.execute(SQL_TRIM_STREAM, (stream, through, cutoff_ms))
                     deleted += trimmed.rowcount
             return deleted
 
@@ -335,12 +353,19 @@ def write_message_events(
     return list(zip(events, writes, strict=True))
 
 
+#: The payload of a copy written in the transaction of its chat-log entry: none of its own
+#: (``SQL_READ_STREAM`` reads the entry's; the two have the same ``created_at``).
+_CHAT_LOG_PAYLOAD = b""
+
+
 class _ChatEventBatch:
     """The body of ``append_chat_events``, inside its transaction. ``BEGIN IMMEDIATE`` excludes
     every other writer, so each stream's head is read once and counted on from there; the rows
     go in with one ``executemany`` per table part instead of a statement each. A chat-log entry
     written here is complete before the commit, so it is inserted complete (no recipients),
-    and its copies need no check for an earlier copy: its chat offset is new."""
+    and its copies need no check for an earlier copy: its chat offset is new. Its copies
+    carry no payload of their own (``_CHAT_LOG_PAYLOAD``): a read takes the entry's, which a
+    trim keeps as long as any copy is readable (same ``created_at``; ``SQL_TRIM_STREAM``)."""
 
     def __init__(self, conn: sqlite3.Connection, chat_id: str, log: str) -> None:
         self.conn = conn
@@ -393,8 +418,8 @@ class _ChatEventBatch:
             if head is None:
                 [(head,)] = self.conn.execute(SQL_STREAM_HEAD, (stream,)).fetchall()
             heads[stream] = head = head + 1
-            rows.append((stream, head, event.payload, self.now_ms, self.chat_id, chat_offset,
-                         marker))
+            rows.append((stream, head, _CHAT_LOG_PAYLOAD, self.now_ms, self.chat_id,
+                         chat_offset, marker))
             offsets[user_id] = head
         return offsets
 
@@ -487,6 +512,8 @@ def _complete_pending(conn: sqlite3.Connection, log: str, through: int) -> int:
 
 def _entry(row: Row) -> StreamEntry:
     stream, offset, payload, created_ms, source_chat, source_offset, marker = row
+    if payload is None:  # a copy whose chat-log entry is gone: trim_streams never does that
+        raise StoreError(f"sqlite: {stream} offset {offset}: its chat-log entry is missing")
     source = None if source_chat is None else (source_chat, source_offset)
     return StreamEntry(
         stream, offset, bytes(payload), from_millis(created_ms), source, bool(marker)
