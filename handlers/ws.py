@@ -425,16 +425,14 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         feed = self.feed
         if feed is not None:
             feed.expect_ack(frame.client_msg_id)
+        outcome = None
         try:
             outcome = await self.hub.send(self.user_id, frame.chat_id, frame.text,
                                           frame.client_msg_id, frame.attachment_ids, self.id)
-        except BaseException:
-            if feed is not None:
-                feed.ack_settled(frame.client_msg_id)
-            raise
+        finally:
+            if feed is not None and (outcome is None or not outcome.announced):
+                feed.ack_settled(frame.client_msg_id)  # failed, or answered from here
         if not outcome.announced:
-            if feed is not None:
-                feed.ack_settled(frame.client_msg_id)
             self.write_control("message_sent", client_msg_id=frame.client_msg_id,
                                message=outcome.message.to_json())
 

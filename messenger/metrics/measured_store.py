@@ -66,42 +66,36 @@ class MeasuredStore(Store):
     async def append_messages(
         self, chat_id: str, drafts: Sequence[MessageDraft]
     ) -> list[AppendResult | SenderNotMember]:
-        start = perf_counter()
-        try:
-            results = await self.inner.append_messages(chat_id, drafts)
-        finally:
-            self.latency["append_messages"].observe(perf_counter() - start)
-        self.messages_accepted += sum(
-            1 for r in results if type(r) is AppendResult and r.created)
+        results = await self._timed("append_messages",
+                                    self.inner.append_messages(chat_id, drafts))
+        self._accepted(results)
         return results
 
     async def append_messages_with_events(
         self, chat_id: str, drafts: Sequence[MessageDraft],
         event_of: Callable[[Message], ChatEvent],
     ) -> tuple[list[AppendResult | SenderNotMember], list[tuple[ChatEvent, ChatEventWrite]] | None]:
-        start = perf_counter()
-        try:
-            results, written = await self.inner.append_messages_with_events(
-                chat_id, drafts, event_of)
-        finally:
-            self.latency["append_messages_with_events"].observe(perf_counter() - start)
-        self.messages_accepted += sum(
-            1 for r in results if type(r) is AppendResult and r.created)
-        if self.events_stored is not None and written and any(
-                not w.existed for _, w in written):
-            self.events_stored()
+        results, written = await self._timed(
+            "append_messages_with_events",
+            self.inner.append_messages_with_events(chat_id, drafts, event_of))
+        self._accepted(results)
+        self._stored([write for _, write in written or ()])
         return results, written
 
     async def append_chat_events(self, chat_id: str,
                                  events: Sequence[ChatEvent]) -> list[ChatEventWrite]:
-        start = perf_counter()
-        try:
-            writes = await self.inner.append_chat_events(chat_id, events)
-        finally:
-            self.latency["append_chat_events"].observe(perf_counter() - start)
+        writes = await self._timed("append_chat_events",
+                                   self.inner.append_chat_events(chat_id, events))
+        self._stored(writes)
+        return writes
+
+    def _accepted(self, results: Sequence[AppendResult | SenderNotMember]) -> None:
+        self.messages_accepted += sum(
+            1 for r in results if type(r) is AppendResult and r.created)
+
+    def _stored(self, writes: Sequence[ChatEventWrite]) -> None:
         if self.events_stored is not None and any(not w.existed for w in writes):
             self.events_stored()
-        return writes
 
     async def enqueue_mail(self, mail: OutboxMail) -> None:
         await self._timed("enqueue_mail", self.inner.enqueue_mail(mail))

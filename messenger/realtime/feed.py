@@ -327,12 +327,8 @@ class Feed:
             before = lane.before
             if before is None:
                 before = self._cursor_around(stream, lane)
-            if pub.ack is not None and pub.origin == self.session_id:
-                tail = b'",' + pub.ack[1:]
-                if self._awaiting is not None:
-                    self._ack_written(pub.ack)
-            else:
-                tail = pub.tail
+            tail = (self._ack_tail(pub.ack) if pub.ack is not None
+                    and pub.origin == self.session_id else pub.tail)
             after = lane.after
             if self._websocket:
                 # 13: len(b'{"event_id":"'); the offset's digits are ``digits``
@@ -436,10 +432,14 @@ class Feed:
         if not awaiting:
             self._awaiting = None
 
-    def _ack_written(self, ack: bytes) -> None:
-        client_msg_id = orjson.loads(ack).get("client_msg_id")
-        if isinstance(client_msg_id, str):
-            self.ack_settled(client_msg_id)
+    def _ack_tail(self, ack: bytes) -> bytes:
+        """What follows the cursor in the frame of this session's own ack (``message_sent``),
+        which settles its send."""
+        if self._awaiting is not None:
+            client_msg_id = orjson.loads(ack).get("client_msg_id")
+            if isinstance(client_msg_id, str):
+                self.ack_settled(client_msg_id)
+        return b'",' + ack[1:]
 
     def _with_ack(self, pub: Publication) -> Publication:
         """``pub`` read back from the store, carrying its ack for this session if it is the
@@ -466,12 +466,8 @@ class Feed:
         return lane.before
 
     def _frame_with(self, pub: Publication, head: bytes) -> bytes:
-        if pub.ack is not None and pub.origin == self.session_id:
-            tail = b'",' + pub.ack[1:]
-            if self._awaiting is not None:
-                self._ack_written(pub.ack)
-        else:
-            tail = pub.tail
+        tail = (self._ack_tail(pub.ack) if pub.ack is not None
+                and pub.origin == self.session_id else pub.tail)
         if self._websocket:
             size = len(head) + len(tail) + 13  # 13: len(b'{"event_id":"')
             return b"".join((ws_header(size), b'{"event_id":"', head, tail))

@@ -61,7 +61,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -96,6 +96,8 @@ from messenger.store.sqlite_email import SQLiteEmailMixin
 from messenger.store.sqlite_parts import (
     USER_COLUMNS,
     Row,
+    chunks,
+    marks,
     read_transaction,
     user_from_row,
     write_transaction,
@@ -113,7 +115,6 @@ MMAP_BYTES = 256 * 1024 * 1024
 READER_CACHE_KIB = 2 * 1024
 #: What a reset WAL file is truncated to (``PRAGMA journal_size_limit``).
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-_IN_CHUNK = 500  # ids per ``IN (...)`` list, well under SQLite's bound-variable limit
 #: ``PRAGMA synchronous`` modes the store accepts (``SQLITE_SYNCHRONOUS``), by name and number.
 SYNCHRONOUS_MODES = {"normal": 1, "full": 2, "extra": 3}
 
@@ -497,9 +498,9 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
         def op(conn: sqlite3.Connection) -> list[Row]:
             rows: list[Row] = []
             with read_transaction(conn):
-                for chunk in _chunks(wanted):
+                for chunk in chunks(wanted):
                     rows += conn.execute(
-                        f"SELECT {columns} FROM {table} WHERE id IN ({_marks(chunk)})", chunk
+                        f"SELECT {columns} FROM {table} WHERE id IN ({marks(chunk)})", chunk
                     ).fetchall()
             return rows
 
@@ -824,8 +825,8 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
         def op(conn: sqlite3.Connection) -> list[Row]:
             rows: dict[str, Row] = {}
             with read_transaction(conn):
-                for chunk in _chunks(ids):
-                    sql = SQL_MESSAGES_WITH_ATTACHMENT.format(marks=_marks(chunk))
+                for chunk in chunks(ids):
+                    sql = SQL_MESSAGES_WITH_ATTACHMENT.format(marks=marks(chunk))
                     for row in conn.execute(sql, chunk):
                         rows[row[0]] = row
             return list(rows.values())
@@ -859,8 +860,8 @@ def _append_in_transaction(
         raise StoreError(f"no chat {chat_id}")
     # Membership is read in the write transaction itself: the last word.
     members = {
-        user_id for chunk in _chunks(senders) for (user_id,) in conn.execute(
-            SQL_MEMBERS_AMONG.format(marks=_marks(chunk)), (chat_id, *chunk))
+        user_id for chunk in chunks(senders) for (user_id,) in conn.execute(
+            SQL_MEMBERS_AMONG.format(marks=marks(chunk)), (chat_id, *chunk))
     }
     return _append(conn, chat_id, row[0], drafts, members)
 
@@ -941,8 +942,8 @@ def _append(
 def _members(conn: sqlite3.Connection, chat_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Member ids of each chat, in the order they were given at creation."""
     found: dict[str, list[str]] = {chat_id: [] for chat_id in chat_ids}
-    for chunk in _chunks(list(found)):
-        sql = SQL_CHAT_MEMBERS.format(marks=_marks(chunk))
+    for chunk in chunks(list(found)):
+        sql = SQL_CHAT_MEMBERS.format(marks=marks(chunk))
         for chat_id, user_id in conn.execute(sql, chunk):
             found[chat_id].append(user_id)
     return {chat_id: tuple(ids) for chat_id, ids in found.items()}
@@ -975,15 +976,6 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 def _user_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
-
-
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(items), _IN_CHUNK):
-        yield items[start : start + _IN_CHUNK]
-
-
-def _marks(items: Sequence[object]) -> str:
-    return ", ".join("?" * len(items))
 
 
 def _chat(row: Row, member_ids: tuple[str, ...]) -> Chat:

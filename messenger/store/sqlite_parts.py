@@ -6,7 +6,7 @@ all import this module and it imports none of them, so the adapter has no import
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,6 +16,19 @@ from messenger.models import User
 Row = tuple[Any, ...]
 
 USER_COLUMNS = "id, email, display_name, password_hash, created_at, email_verified"
+#: Values per ``IN (...)`` list, well under SQLite's bound-variable limit.
+IN_CHUNK = 500
+
+
+def chunks[T](items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``IN_CHUNK``, one ``IN (...)`` list each."""
+    for start in range(0, len(items), IN_CHUNK):
+        yield items[start : start + IN_CHUNK]
+
+
+def marks(items: Sequence[object]) -> str:
+    """The ``?, ?, …`` of an ``IN (...)`` list of ``items``."""
+    return ", ".join("?" * len(items))
 
 
 @contextmanager

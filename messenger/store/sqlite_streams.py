@@ -64,7 +64,7 @@ import orjson
 from messenger.clock import from_millis, to_millis, utcnow
 from messenger.models import ChatEvent, ChatEventWrite, Message, StreamEntry
 from messenger.store.errors import StoreError
-from messenger.store.sqlite_parts import Row, write_transaction
+from messenger.store.sqlite_parts import Row, chunks, marks, write_transaction
 from messenger.store.streams import (
     EPOCH_KEY,
     CheckedChatEvent,
@@ -104,7 +104,6 @@ SQL_MESSAGE_EVENT_OFFSETS = """
     SELECT message_seq, offset FROM stream_entries
     WHERE stream = ? AND message_seq IN ({marks}) AND message_seq IS NOT NULL
 """
-_SEQ_CHUNK = 500
 # INDEXED BY: one step down the chat log's message seqs, never the chat's whole log.
 SQL_LAST_MESSAGE_EVENT = """
     SELECT offset, message_seq FROM stream_entries INDEXED BY stream_entries_message_seq
@@ -445,9 +444,8 @@ def _message_events(
     """The chat offsets of the chat log's entries of these message seqs, by seq."""
     wanted = sorted({seq for seq in seqs if seq is not None})
     found: dict[int, int] = {}
-    for start in range(0, len(wanted), _SEQ_CHUNK):
-        chunk = wanted[start:start + _SEQ_CHUNK]
-        sql = SQL_MESSAGE_EVENT_OFFSETS.format(marks=", ".join("?" * len(chunk)))
+    for chunk in chunks(wanted):
+        sql = SQL_MESSAGE_EVENT_OFFSETS.format(marks=marks(chunk))
         found.update(conn.execute(sql, (log, *chunk)).fetchall())
     return found
 
