@@ -3,6 +3,7 @@ rendering), which always equal what is stored; the cache is bounded."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -47,3 +48,31 @@ def test_the_cache_is_bounded_oldest_first() -> None:
     assert len(recent) == 2
     assert recent.of("a", "a", build) is not a  # type: ignore[arg-type]
     assert built == ["a", "b", "c", "a"]
+
+
+async def test_sqlite_history_pages_reuse_the_json_the_store_encoded(tmp_path: Path) -> None:
+    """The page's JSON is encoded once per message while it is recent: a page read again is the
+    same bytes objects; a page whose messages were partly dropped from the cache (capacity 3
+    here, also while another read is under way) is encoded again, in order, and equal."""
+    store = SQLiteStore(tmp_path / "db.sqlite3")
+    await store.migrate()
+    try:
+        ann = await store.create_user("ann@example.com", b"h", "Ann")
+        chat, _ = await store.create_chat(ChatType.GROUP, [ann.id], "t", None)
+        await store.append_messages(chat.id, [MessageDraft(ann.id, f"m{i}") for i in range(6)])
+        messages, _ = await store.list_messages(chat.id, None, 50)
+        expected = [orjson.dumps(m.to_json()) for m in messages]
+        first, more = await store.list_messages_json(chat.id, None, 50, ann.id)
+        again, _ = await store.list_messages_json(chat.id, None, 50, ann.id)
+        assert first == expected and not more
+        assert all(a is b for a, b in zip(first, again, strict=True))
+        store._rendered = RecentMessages(capacity=3)
+        newest, more = await store.list_messages_json(chat.id, None, 3, ann.id)
+        assert newest == expected[3:] and more
+        # two pages at once: one's cached messages are dropped while it reads its missing ones
+        both = await asyncio.gather(store.list_messages_json(chat.id, None, 6, ann.id),
+                                    store.list_messages_json(chat.id, 4, 50, ann.id))
+        assert both == [(expected, False), (expected[:3], False)]
+        assert await store.list_messages_json(chat.id, None, 50, "0" * 24) == ([], False)
+    finally:
+        await store.close()

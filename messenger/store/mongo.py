@@ -197,7 +197,7 @@ class MongoStore(MongoEmailMixin, MongoStreamsMixin, Store):
         self._stream_heads = HeadCache()
         self._epoch: str | None = None
         self._appends: set[asyncio.Task[Any]] = set()
-        self._recent = RecentMessages()  # history reads
+        self._recent: RecentMessages[Message] = RecentMessages()  # history reads
 
     # -- plumbing ----------------------------------------------------------------------------
     @property

@@ -1,7 +1,7 @@
 """The messages a store adapter read recently, by id, so a history page that is read again (a
-polling client's newest page, the chat everyone opens) reuses the same ``Message`` objects —
-and, through ``Message.json_bytes``, their rendering — instead of building and encoding every
-row again.
+polling client's newest page, the chat everyone opens) reuses what was made of them — the same
+``Message`` objects (and, through ``Message.json_bytes``, their rendering), or the API JSON the
+store encoded (SQLite's history pages) — instead of building and encoding every row again.
 
 Exact because a stored message never changes (no edit or delete exists; API_CONTRACT.md §3):
 a cached one is always what the row says. Bounded: at most ``capacity`` messages, the oldest
@@ -13,19 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from messenger.models import Message
-
-#: Messages kept per store object (~0.5-1 KiB each with their rendering).
+#: Messages kept per cache (~0.5-1 KiB each with their rendering).
 RECENT_MESSAGES_CAPACITY = 4096
 
 
-class RecentMessages:
+class RecentMessages[T]:
+    """What was made of each recently read message (a ``Message``, its encoded JSON), by id."""
+
     def __init__(self, capacity: int = RECENT_MESSAGES_CAPACITY) -> None:
         self._capacity = capacity
-        self._by_id: dict[str, Message] = {}
+        self._by_id: dict[str, T] = {}
 
-    def of(self, message_id: str, row: Any, build: Callable[[Any], Message]) -> Message:
-        """The cached message ``message_id``, else ``build(row)``, now cached."""
+    def get(self, message_id: str) -> T | None:
+        """The cached ``message_id``, or None."""
+        return self._by_id.get(message_id)
+
+    def of(self, message_id: str, row: Any, build: Callable[[Any], T]) -> T:
+        """The cached ``message_id``, else ``build(row)``, now cached."""
         message = self._by_id.get(message_id)
         if message is None:
             message = build(row)

@@ -145,17 +145,19 @@ MESSAGE_JSON = """json_object(
     'created_at', strftime('%Y-%m-%dT%H:%M:%S', created_at / 1000, 'unixepoch')
                   || printf('.%03dZ', created_at % 1000),
     'attachments', json(coalesce(attachments, '[]')))"""
-#: ... of a member only: the page and the membership check are one statement (one snapshot).
+#: A page's message ids, newest first, of a member only: the page and the membership check are
+#: one statement (one snapshot). Each id's JSON comes from the recent ones the store encoded
+#: (``RecentMessages``), else from ``SQL_MESSAGES_JSON``.
 SQL_IS_MEMBER = "EXISTS (SELECT 1 FROM chat_members WHERE chat_id = :chat AND user_id = :member)"
-SQL_NEWEST_MESSAGES_JSON = f"""
-    SELECT {MESSAGE_JSON} FROM messages WHERE chat_id = :chat AND {SQL_IS_MEMBER}
+SQL_NEWEST_MESSAGE_IDS = f"""
+    SELECT id FROM messages WHERE chat_id = :chat AND {SQL_IS_MEMBER}
     ORDER BY seq DESC LIMIT :limit
 """
-SQL_MESSAGES_BEFORE_JSON = f"""
-    SELECT {MESSAGE_JSON} FROM messages WHERE chat_id = :chat AND seq < :before
-      AND {SQL_IS_MEMBER}
+SQL_MESSAGE_IDS_BEFORE = f"""
+    SELECT id FROM messages WHERE chat_id = :chat AND seq < :before AND {SQL_IS_MEMBER}
     ORDER BY seq DESC LIMIT :limit
 """
+SQL_MESSAGES_JSON = f"SELECT id, {MESSAGE_JSON} FROM messages WHERE id IN ({{marks}})"
 SQL_MESSAGES_IN_SEQ_RANGE = f"""
     SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq >= ? AND seq <= ?
     ORDER BY seq LIMIT ?
@@ -279,7 +281,9 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._reader: sqlite3.Connection | None = None  # touched only on the loop's thread
-        self._recent = RecentMessages()  # history reads (loop's thread only)
+        # history reads, on the loop's thread only: messages, and pages' JSON by message
+        self._recent: RecentMessages[Message] = RecentMessages()
+        self._rendered: RecentMessages[bytes] = RecentMessages()
         self._closed = False
         self._last_purge = time.monotonic()  # migrate() purges at start
         self._epoch: str | None = None  # the stream epoch, read once
@@ -753,17 +757,31 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
     async def list_messages_json(
         self, chat_id: str, before_seq: int | None, limit: int, member_id: str
     ) -> tuple[list[bytes], bool]:
-        """See ``Store.list_messages_json``: one statement, in which SQLite's ``json_object``
-        encodes each row (no Python object per column, no ``Message``, no dict)."""
+        """See ``Store.list_messages_json``: one statement reads the page's ids and checks
+        membership; each message's JSON was encoded by SQLite's ``json_object`` straight from
+        its columns (no Python object per column, no ``Message``, no dict), once while it is
+        among the recent ones (``RecentMessages``: a stored message never changes)."""
         limit = max(limit, 0)
         params = {"chat": chat_id, "member": member_id, "limit": limit + 1, "before": before_seq}
 
-        def op(conn: sqlite3.Connection) -> list[Row]:
-            sql = SQL_NEWEST_MESSAGES_JSON if before_seq is None else SQL_MESSAGES_BEFORE_JSON
+        def page(conn: sqlite3.Connection) -> list[Row]:
+            sql = SQL_NEWEST_MESSAGE_IDS if before_seq is None else SQL_MESSAGE_IDS_BEFORE
             return conn.execute(sql, params).fetchall()
 
-        rows = await self._read(op)
-        return [row[0].encode() for row in reversed(rows[:limit])], len(rows) > limit
+        rows = await self._read(page)
+        ids = [row[0] for row in reversed(rows[:limit])]
+        rendered = self._rendered
+        cached = [rendered.get(message_id) for message_id in ids]  # before any await
+        missing = [message_id for message_id, json in zip(ids, cached, strict=True) if not json]
+        if not missing:
+            return cached, len(rows) > limit  # type: ignore[return-value]
+        found = dict(await self._read(lambda conn: [
+            row for chunk in chunks(missing) for row in conn.execute(
+                SQL_MESSAGES_JSON.format(marks=marks(chunk)), chunk)
+        ]))
+        page = [json or rendered.of(message_id, found[message_id], _encoded)
+                for message_id, json in zip(ids, cached, strict=True)]
+        return page, len(rows) > limit
 
     async def messages_in_seq_range(
         self, chat_id: str, first_seq: int, last_seq: int
@@ -848,6 +866,11 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
             ).rowcount
         )
         return deleted > 0
+
+
+def _encoded(json: str) -> bytes:
+    """A message's JSON as SQLite encoded it (``SQL_MESSAGES_JSON``), as bytes."""
+    return json.encode()
 
 
 # -- helpers (worker thread) -----------------------------------------------------------------
