@@ -8,18 +8,24 @@ from pathlib import Path
 
 import orjson
 
-from messenger.models import ChatType, MessageDraft
+from messenger.models import Chat, ChatType, MessageDraft, User
 from messenger.store.recent_messages import RecentMessages
 from messenger.store.sqlite import SQLiteStore
 
 
-async def test_a_page_read_again_is_the_same_objects_and_bytes(tmp_path: Path) -> None:
+async def _chat_of_messages(tmp_path: Path, count: int) -> tuple[SQLiteStore, User, Chat]:
+    """A new SQLite store with one user's group chat of ``count`` messages from them."""
     store = SQLiteStore(tmp_path / "db.sqlite3")
     await store.migrate()
+    ann = await store.create_user("ann@example.com", b"h", "Ann")
+    chat, _ = await store.create_chat(ChatType.GROUP, [ann.id], "t", None)
+    await store.append_messages(chat.id, [MessageDraft(ann.id, f"m{i}") for i in range(count)])
+    return store, ann, chat
+
+
+async def test_a_page_read_again_is_the_same_objects_and_bytes(tmp_path: Path) -> None:
+    store, _, chat = await _chat_of_messages(tmp_path, 5)
     try:
-        ann = await store.create_user("ann@example.com", b"h", "Ann")
-        chat, _ = await store.create_chat(ChatType.GROUP, [ann.id], "t", None)
-        await store.append_messages(chat.id, [MessageDraft(ann.id, f"m{i}") for i in range(5)])
         first, _ = await store.list_messages(chat.id, None, 50)
         again, _ = await store.list_messages(chat.id, None, 50)
         assert [m.seq for m in first] == [1, 2, 3, 4, 5]
@@ -54,12 +60,8 @@ async def test_sqlite_history_pages_reuse_the_json_the_store_encoded(tmp_path: P
     """The page's JSON is encoded once per message while it is recent: a page read again is the
     same bytes objects; a page whose messages were partly dropped from the cache (capacity 3
     here, also while another read is under way) is encoded again, in order, and equal."""
-    store = SQLiteStore(tmp_path / "db.sqlite3")
-    await store.migrate()
+    store, ann, chat = await _chat_of_messages(tmp_path, 6)
     try:
-        ann = await store.create_user("ann@example.com", b"h", "Ann")
-        chat, _ = await store.create_chat(ChatType.GROUP, [ann.id], "t", None)
-        await store.append_messages(chat.id, [MessageDraft(ann.id, f"m{i}") for i in range(6)])
         messages, _ = await store.list_messages(chat.id, None, 50)
         expected = [orjson.dumps(m.to_json()) for m in messages]
         first, more = await store.list_messages_json(chat.id, None, 50, ann.id)
