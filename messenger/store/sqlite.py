@@ -773,12 +773,10 @@ class SQLiteStore(SQLiteEmailMixin, SQLiteStreamsMixin, Store):
         rendered = self._rendered
         cached = [rendered.get(message_id) for message_id in ids]  # before any await
         missing = [message_id for message_id, json in zip(ids, cached, strict=True) if not json]
-        if not missing:
-            return cached, len(rows) > limit  # type: ignore[return-value]
         found = dict(await self._read(lambda conn: [
             row for chunk in chunks(missing) for row in conn.execute(
                 SQL_MESSAGES_JSON.format(marks=marks(chunk)), chunk)
-        ]))
+        ])) if missing else {}
         page = [json or rendered.of(message_id, found[message_id], _encoded)
                 for message_id, json in zip(ids, cached, strict=True)]
         return page, len(rows) > limit
