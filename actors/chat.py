@@ -12,6 +12,15 @@ retried ``client_msg_id`` returns the original message and publishes nothing. Be
 actor owns a chat's sends here, and the store orders every writer's events of a chat by chat
 offset, every session receives that chat's messages in ``seq`` order.
 
+A send that fails on the store (the database not answering, say) may have stored some of its
+messages, or an earlier message may still be waiting for its event: the senders get the error
+(a retry with the same ``client_msg_id`` stores nothing twice), and the actor itself writes the
+events of every stored message that has none (``CompleteEvents``), first
+``REPAIR_FIRST_DELAY`` later, then at doubling intervals up to ``REPAIR_MAX_DELAY`` until the
+store answers — so such messages reach every member without waiting for another request to
+the chat. The database not answering (``StoreUnavailable``) is an answer to the asker like a
+refusal, not a fault of the actor: restarting would not help, and the actor keeps its state.
+
 Typing is state here: ``typing_start`` publishes ``is_typing: true`` only when the user was
 not typing already (repeats just push the expiry back), ``typing_stop`` or ``TYPING_TTL``
 without a new start publishes ``false``. A message from a user ends their typing silently
@@ -27,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +45,13 @@ from actors.runtime import Actor
 from messenger.errors import ApiError, ChatNotFound
 from messenger.models import Chat, Message, MessageDraft, SenderNotMember
 from messenger.realtime import frames
+from messenger.store import StoreUnavailable
+
+log = logging.getLogger("messenger.actors")
+
+#: The first retry of a failed event write, and the longest interval between retries.
+REPAIR_FIRST_DELAY = 0.1
+REPAIR_MAX_DELAY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +102,16 @@ class Reload:
     """Membership changed: read the chat again."""
 
 
+@dataclass(frozen=True, slots=True)
+class CompleteEvents:
+    """The actor's own retry after a failed send: write the events of stored messages that
+    have none."""
+
+
 class ChatActor(Actor):
     inbox_size = 10_000
     batch_types = (Send,)
-    refusals = (ApiError,)
+    refusals = (ApiError, StoreUnavailable)
 
     def __init__(self, chat_id: str, ports: ChatPorts) -> None:
         super().__init__(f"chat:{chat_id}")
@@ -110,6 +133,9 @@ class ChatActor(Actor):
         #: The seq of the last message whose event this actor wrote (its next one needs no
         #: check that the events before it are written).
         self._event_seq: int | None = None
+        #: While a ``CompleteEvents`` is due: the delay it was scheduled with (doubling).
+        self._repair_delay: float | None = None
+        self._repair_timer: asyncio.TimerHandle | None = None
 
     async def on_start(self) -> None:
         await self._load()
@@ -146,6 +172,13 @@ class ChatActor(Actor):
             self.chat = dataclasses.replace(self.chat, streamed=True)
 
     async def receive_batch(self, messages: list[Any]) -> list[Any]:
+        try:
+            return await self._send_batch(messages)
+        except Exception:
+            self._repair_soon()
+            raise
+
+    async def _send_batch(self, messages: list[Any]) -> list[Any]:
         await self._publish_backlog()
         results: list[Any] = [None] * len(messages)
         drafts: list[MessageDraft] = []
@@ -195,9 +228,46 @@ class ChatActor(Actor):
                                             outcome.created and outcome.message.seq in announced)
         return results
 
+    def _repair_soon(self) -> None:
+        """After a failure that may have left stored messages without events: a
+        ``CompleteEvents`` later (one at a time; the delay doubles while they fail)."""
+        self._event_seq = None  # unknown now: the next write reads the chat log's
+        if self._repair_timer is not None:
+            return
+        delay = (REPAIR_FIRST_DELAY if self._repair_delay is None
+                 else min(2 * self._repair_delay, REPAIR_MAX_DELAY))
+        self._repair_delay = delay
+        self._repair_timer = asyncio.get_running_loop().call_later(
+            delay, self._tell_later, CompleteEvents())
+
+    async def _complete_events(self) -> None:
+        self._repair_timer = None
+        if self.chat is None:  # the chat is gone: no events to write
+            self._repair_delay = None
+            return
+        try:
+            await self._publish_backlog()
+            streamed, wrote = await self._events.complete_message_events(self.chat)
+        except Exception as exc:
+            if self._repair_delay == REPAIR_FIRST_DELAY:  # once per outage, not per retry
+                log.warning("chat %s: the events of stored messages are not written yet (%s); "
+                            "retrying until the store answers", self.chat_id, exc)
+            self._repair_soon()
+            return
+        self._note_streamed(streamed)
+        if wrote:
+            self.last_seq = max(self.last_seq, *wrote)
+        self._repair_delay = None
+
     # -- typing and reads --------------------------------------------------------------------
     async def receive(self, message: Any) -> Any:
-        await self._publish_backlog()
+        if isinstance(message, CompleteEvents):
+            return await self._complete_events()
+        try:
+            await self._publish_backlog()
+        except Exception:
+            self._repair_soon()
+            raise
         if isinstance(message, SetTyping):
             return await self._set_typing(message.user_id, message.is_typing)
         if isinstance(message, TypingExpired):
@@ -222,7 +292,7 @@ class ChatActor(Actor):
             self._typing_generation += 1
             generation = self._typing_generation
             timer = asyncio.get_running_loop().call_later(
-                self._typing_ttl, self._expire, TypingExpired(user_id, generation)
+                self._typing_ttl, self._tell_later, TypingExpired(user_id, generation)
             )
             self._typing[user_id] = (generation, timer)
             if not was_typing:
@@ -231,8 +301,9 @@ class ChatActor(Actor):
             self._typing.pop(user_id)[1].cancel()
             await self._publish_typing(user_id, False)
 
-    def _expire(self, message: TypingExpired) -> None:
-        # full or stopping: the typing state goes with the actor
+    def _tell_later(self, message: TypingExpired | CompleteEvents) -> None:
+        # full or stopping: the typing state goes with the actor; the events of stored
+        # messages are written by the chat's next send (``message_events`` fills the gap)
         with contextlib.suppress(Exception):
             self.tell(message)
 
@@ -261,7 +332,7 @@ class ChatActor(Actor):
         return ReadOutcome(self.chat_id, position, unread)
 
     def is_idle(self) -> bool:
-        return not self._typing and not self._unpublished
+        return not self._typing and not self._unpublished and self._repair_delay is None
 
     async def on_stop(self) -> None:
         for _, timer in self._typing.values():

@@ -60,6 +60,12 @@ class ChatEvents(Protocol):
         seqs whose event this call wrote."""
         ...
 
+    async def complete_message_events(self, chat: Chat) -> tuple[bool, set[int]]:
+        """Store and publish the events of the chat's stored messages that have none yet
+        (after the last message event of its log); whether the chat is streamed now, and the
+        seqs whose event this call wrote."""
+        ...
+
     async def ephemeral_to_chat(self, chat: Chat, payload: bytes, about: str) -> None:
         """Publish an event that is not stored (typing) to the chat's other members."""
         ...

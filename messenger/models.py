@@ -205,8 +205,10 @@ class ChatEventWrite:
     """Where ``Store.append_chat_event`` put a chat's event: its offset in the chat log
     ``c:<chat id>`` and, for a fanned-out (small) chat, its offset in each recipient's
     ``u:<user id>`` stream (for a large chat: each marker user's, empty without markers).
-    ``existed``: the event of that ``message_seq`` was in the chat log already, so nothing was
-    written; ``chat_offset`` is that entry's and ``user_offsets`` is empty."""
+    ``existed``: the event of that ``message_seq`` was in the chat log already, so no entry was
+    written; ``chat_offset`` is that entry's, and ``user_offsets`` is empty — unless its writer
+    left its fan-out incomplete (a writer that failed or died half-way) and this call
+    completed it: then the copies written now, which nobody has published yet."""
 
     chat_offset: int
     user_offsets: dict[str, int]

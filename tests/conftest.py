@@ -46,6 +46,10 @@ def server_env(backend: str, request: pytest.FixtureRequest, tmp_dir: str) -> di
         mongo: MongoecoServer = request.getfixturevalue("mongoeco")
         env["MONGO_URL"] = mongo.url
         env["MONGO_DB"] = unique_db_name(request.module.__name__.rsplit(".", 1)[-1])
+        # One mongoeco process serves the whole suite on a 2-core machine: under load it can
+        # miss the driver's heartbeat deadline (MONGO_TIMEOUT_MS), and the driver then cancels
+        # the operations in flight. The failure tests (test_realtime_failures.py) set their own.
+        env["MONGO_TIMEOUT_MS"] = "20000"
     return env
 
 
@@ -86,3 +90,22 @@ def redis_server() -> Iterator[RedisServer]:
     srv = RedisServer()
     yield srv
     srv.close()
+
+
+#: The last lines of a server's log a failed test's report shows.
+SERVER_LOG_LINES = 200
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """A failed test's report shows the log of each messenger it used (its fixtures'), so a
+    failure in CI can be read without running it again."""
+    report = yield
+    if report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        for name, value in funcargs.items():
+            log = getattr(value, "log", None) if isinstance(value, MessengerServer) else None
+            if log:
+                report.sections.append((f"messenger log ({name}, last {SERVER_LOG_LINES} lines)",
+                                        "".join(log[-SERVER_LOG_LINES:])))
+    return report

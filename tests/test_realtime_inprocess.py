@@ -5,6 +5,7 @@ that records what its feed writes."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from messenger.realtime import frames
 from messenger.realtime.feed import Feed
 from messenger.realtime.resume import ResumeCursor
 from messenger.services import Services
+from messenger.store import StoreUnavailable
 
 FANOUT_MAX = 3  # chats above this many members get their own stream here
 
@@ -244,6 +246,33 @@ async def test_a_message_stored_by_a_writer_that_stopped_is_announced_by_the_nex
     await hub.send(ann.id, chat.id, "next", None)
     await outlet.wait_for("new_message", 2)
     assert [f["message"]["text"] for f in outlet.of("new_message")] == ["stored, unsaid", "next"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_send_the_store_fails_is_followed_by_the_events_of_what_it_stored(
+    services: Services,
+) -> None:
+    """A send fails on the store (another process holds the write lock past the busy
+    timeout) while a message stands stored without its event (what a failed or killed write
+    leaves): the sender gets ``StoreUnavailable``, and once the lock is gone the chat actor
+    writes the stored message's event itself, with no other request to the chat."""
+    hub, store = services.realtime, services.store
+    ann, bob = await users(services, 2)
+    chat, _ = await store.create_chat(ChatType.GROUP, [ann.id, bob.id], "team", None)
+    _, outlet = await session(hub, bob)
+    await store.append_messages(chat.id, [MessageDraft(ann.id, "stored, unsaid")])
+    other_process = sqlite3.connect(store.path, isolation_level=None)  # type: ignore[attr-defined]
+    other_process.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await hub.send(ann.id, chat.id, "during", "k1")
+    finally:
+        other_process.execute("ROLLBACK")
+        other_process.close()
+    await outlet.wait_for("new_message", 1)
+    assert [f["message"]["text"] for f in outlet.of("new_message")] == ["stored, unsaid"]
+    history, _ = await store.list_messages(chat.id, None, 10)
+    assert [m.text for m in history] == ["stored, unsaid"]  # the failed send stored nothing
 
 
 async def test_an_event_stored_but_never_published_is_read_from_the_store(

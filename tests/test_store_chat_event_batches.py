@@ -225,8 +225,12 @@ async def test_a_batch_of_known_seqs_completes_their_half_done_fan_out(
         CHAT, b"m1", MEMBERS, message_seq=1
     )
     await store.fan_out_entry(CHAT, chat_offset, b"m1", [CID])  # type: ignore[attr-defined]
+    # existed, and completed by this call: its copies, which nobody has published yet
     assert await twin.append_chat_events(CHAT, [ChatEvent(b"m1!", MEMBERS, (), 1)]) == [
-        ChatEventWrite(1, {}, existed=True)
+        ChatEventWrite(1, {user_id: 1 for user_id in MEMBERS}, existed=True)
+    ]
+    assert await twin.append_chat_events(CHAT, [ChatEvent(b"m1!", MEMBERS, (), 1)]) == [
+        ChatEventWrite(1, {}, existed=True)  # complete already: nothing to publish
     ]
     for user_id in MEMBERS:
         assert await seen(store, f"u:{user_id}") == [(1, b"m1", (CHAT, 1), False)]

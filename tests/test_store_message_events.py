@@ -133,8 +133,9 @@ async def test_a_repeat_completes_an_entry_its_writer_left_half_done(
         CHAT, b"m1", MEMBERS, message_seq=1
     )
     await store.fan_out_entry(CHAT, chat_offset, b"m1", [ANN])  # type: ignore[attr-defined]
+    # existed, completed now: every copy's offset, for the caller to publish (nobody has)
     assert await twin.append_chat_event(CHAT, b"m1 again", MEMBERS, message_seq=1) == (
-        ChatEventWrite(1, {}, existed=True)
+        ChatEventWrite(1, {ANN: 1, BOB: 1, CID: 1}, existed=True)
     )
     for user_id in MEMBERS:
         assert [(e.offset, e.payload, e.source) for e in await entries(store, f"u:{user_id}")] == [

@@ -39,7 +39,8 @@ from messenger.realtime.history import StoreHistory
 
 log = logging.getLogger("messenger.realtime.publisher")
 
-#: Missing message events read and written per round trip (``message_event``).
+#: Missing message events read and written per round trip (``message_events``,
+#: ``complete_message_events``).
 MISSING_EVENTS_PAGE = 500
 
 
@@ -158,6 +159,14 @@ class StreamPublisher:
             written = await self.store.last_message_event_seq(chat.id)
         streamed = self.streamed(chat)
         wrote: set[int] = set()
+        if first <= written:
+            # Their events are in the chat log already (an earlier attempt wrote them and lost
+            # the answer, or another writer did): written again they come back ``existed``,
+            # with the copies this call completed if the fan-out was left half-way — which
+            # ``_publish_writes`` publishes (a repeat of a publication is dropped by offset).
+            streamed, _ = await self._write(chat, [
+                self._message_outgoing(*mine[s]) for s in sorted(mine) if s <= written])
+            chat = dataclasses.replace(chat, streamed=True) if streamed else chat
         seq = written + 1
         while seq <= last:  # pages of at most MISSING_EVENTS_PAGE seqs, in order
             page_end = min(last, seq + MISSING_EVENTS_PAGE - 1)
@@ -170,14 +179,42 @@ class StreamPublisher:
                 message, origin = mine.get(s) or (stored.get(s), "")
                 if message is None:
                     continue  # not stored (cannot be: seqs have no gaps); nothing to announce
-                ack = frames.message_sent(message) if origin else None
-                batch.append(_Outgoing(frames.new_message(message), origin=origin, ack=ack,
-                                       message_seq=s))
+                batch.append(self._message_outgoing(message, origin))
             streamed, written_here = await self._write(chat, batch)
             chat = dataclasses.replace(chat, streamed=True) if streamed else chat
             wrote.update(s for s in written_here if s in mine)
             seq = page_end + 1
         return streamed, wrote
+
+    async def complete_message_events(self, chat: Chat) -> tuple[bool, set[int]]:
+        """Write the ``new_message`` events of the chat's stored messages that have none yet:
+        those after the chat log's last message event (a writer failed, or died, between
+        storing messages and writing their events). Their sending sessions are not known
+        here: each event is a ``new_message`` for everyone. Returns whether the chat is
+        streamed from now on, and the seqs whose event this call wrote."""
+        streamed, wrote = self.streamed(chat), set()
+        after = await self.store.last_message_event_seq(chat.id)
+        while True:
+            stored = await self.store.messages_in_seq_range(
+                chat.id, after + 1, after + MISSING_EVENTS_PAGE)
+            run: list[tuple[Message, str]] = []
+            for message in stored:  # up to a seq another writer is still storing, if any
+                if message.seq != after + 1 + len(run):
+                    break
+                run.append((message, ""))
+            if not run:
+                return streamed, wrote
+            streamed, here = await self.message_events(chat, run, after)
+            chat = dataclasses.replace(chat, streamed=True) if streamed else chat
+            wrote |= here
+            after += len(run)
+
+    @staticmethod
+    def _message_outgoing(message: Message, origin: str) -> _Outgoing:
+        """A message's ``new_message`` event (its sending session's ack, with ``origin``)."""
+        return _Outgoing(frames.new_message(message), origin=origin,
+                         ack=frames.message_sent(message) if origin else None,
+                         message_seq=message.seq)
 
     async def _write(self, chat: Chat, batch: list[_Outgoing]) -> tuple[bool, set[int]]:
         """Store ``batch`` (events of ``chat``, in order) with one store call, then publish
@@ -212,18 +249,24 @@ class StreamPublisher:
         wrote: set[int] = set()
         chat_stream = f"c:{chat.id}"
         for outgoing, write in zip(batch, writes, strict=True):
+            origin, ack = outgoing.origin, outgoing.ack
             if write.existed:
-                continue
-            if outgoing.message_seq is not None:
+                # Written by an earlier call, which may have failed before publishing it:
+                # published again where its place is known (a repeat is dropped by its offset)
+                # — a large chat's entry, the copies this call completed — as a plain
+                # ``new_message`` (its sender's session is answered directly).
+                if not (streamed or write.user_offsets):
+                    continue
+                origin, ack = "", None
+            elif outgoing.message_seq is not None:
                 wrote.add(outgoing.message_seq)
             if streamed:
                 await self._publish(Publication(chat_stream, write.chat_offset, epoch,
-                                                outgoing.payload, origin=outgoing.origin,
-                                                ack=outgoing.ack))
+                                                outgoing.payload, origin=origin, ack=ack))
             for user_id, offset in write.user_offsets.items():
                 await self._publish(Publication(
                     f"u:{user_id}", offset, epoch, outgoing.payload, chat.id,
-                    write.chat_offset, streamed, outgoing.origin, outgoing.ack))
+                    write.chat_offset, streamed, origin, ack))
         return wrote
 
     async def ephemeral_to_chat(self, chat: Chat, payload: bytes, about: str) -> None:

@@ -329,7 +329,7 @@ class SQLiteStreamsMixin:
         def op(conn: sqlite3.Connection) -> int:
             with write_transaction(conn):
                 chats = conn.execute(SQL_OLD_PENDING_FANOUTS, (cutoff_ms,)).fetchall()
-                return sum(_complete_pending(conn, log, newest) for log, newest, _ in chats)
+                return sum(len(_complete_pending(conn, log, newest)) for log, newest, _ in chats)
 
         return await self._run(op)
 
@@ -383,18 +383,19 @@ class _ChatEventBatch:
         offset = head
         existing = _message_events(conn, log, [e.message_seq for e in planned])
         completed = 0  # the chat's incomplete entries are completed up to here
+        copies: dict[int, dict[str, int]] = {}  # of the entries completed here, by chat offset
         writes: list[ChatEventWrite] = []
         for event in planned:
             seq = event.message_seq
             found = existing.get(seq) if seq is not None else None
             if found is not None:  # left incomplete only by a writer that stopped
                 if min(found, head) > completed:
-                    self._complete_pending(found)
+                    copies.update(self._complete_pending(found))
                     completed = min(found, head)
-                writes.append(ChatEventWrite(found, {}, existed=True))
+                writes.append(ChatEventWrite(found, copies.get(found, {}), existed=True))
                 continue
             if event.users is not None and min(offset, head) > completed:
-                self._complete_pending(offset)
+                copies.update(self._complete_pending(offset))
                 completed = min(offset, head)
             offset += 1
             if seq is not None:
@@ -422,12 +423,12 @@ class _ChatEventBatch:
             offsets[user_id] = head
         return offsets
 
-    def _complete_pending(self, through: int) -> None:
+    def _complete_pending(self, through: int) -> dict[int, dict[str, int]]:
         """Complete a stopped writer's entries up to ``through``: they write with statements
         of their own, so what is held here goes in first and the heads are read again."""
         self._flush()
         self._heads.clear()
-        _complete_pending(self.conn, self.log, through)
+        return _complete_pending(self.conn, self.log, through)
 
     def _flush(self) -> None:
         if self._log_rows:
@@ -497,15 +498,20 @@ def _fan_out(
     return offsets
 
 
-def _complete_pending(conn: sqlite3.Connection, log: str, through: int) -> int:
-    """Complete the chat's incomplete entries up to chat offset ``through``, in order."""
+def _complete_pending(
+    conn: sqlite3.Connection, log: str, through: int
+) -> dict[int, dict[str, int]]:
+    """Complete the chat's incomplete entries up to chat offset ``through``, in order; each
+    one's copies (every recipient's offset), by chat offset."""
     chat_id = log[2:]
     pending = conn.execute(SQL_PENDING_FANOUTS, (log, through)).fetchall()
+    completed: dict[int, dict[str, int]] = {}
     for chat_offset, payload, recipients, marker in pending:
         users = recipient_keys(orjson.loads(recipients))
-        _fan_out(conn, chat_id, chat_offset, bytes(payload), users, bool(marker))
+        completed[chat_offset] = _fan_out(conn, chat_id, chat_offset, bytes(payload), users,
+                                          bool(marker))
         conn.execute(SQL_MARK_FANNED, (log, chat_offset))
-    return len(pending)
+    return completed
 
 
 def _entry(row: Row) -> StreamEntry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -104,3 +105,14 @@ def new_messages(chat_id: str | None = None) -> Predicate:
         return frame.get("type") in ("new_message", "message_sent") and (
             chat_id is None or frame["message"]["chat_id"] == chat_id)
     return match
+
+
+def in_stream(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The frames of ``frames`` that are stream events: each carries a cursor past the one
+    before it. A frame outside the stream (``ready``, a direct ``message_sent``, ``pong``,
+    ...) carries the current cursor again (API_CONTRACT.md §8)."""
+    events = []
+    for before, frame in itertools.pairwise(frames):  # the first frame is ready
+        if frame["event_id"] != before["event_id"]:
+            events.append(frame)
+    return events
