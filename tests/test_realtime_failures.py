@@ -4,8 +4,9 @@ The messenger runs on its own mongoeco server (data in a SQLite file, so it surv
 restart). While the database is down, a send fails: the sender gets an ``error`` frame, the chat
 actor keeps its state (typing still works: it needs no database), and nothing else breaks —
 sockets stay open, other actors keep answering. Once the database is back, a retry of the same
-``client_msg_id`` stores the message once and every member receives it; and a message a failed
-send stored before the failure reaches every member with no retry at all.
+``client_msg_id`` stores the message once and every member receives it. Behind a fault proxy
+(``tests/support/mongo_fault_proxy.py``) the connection drops exactly under a send's event
+write: the message it stored reaches every member with no retry at all.
 """
 
 from __future__ import annotations
