@@ -367,7 +367,6 @@ async def test_rate_limit_answers_rate_limited_and_keeps_the_socket(
     client.close()
 
 
-
 async def stream_messages(client: WsClient, chat_id: str, count: int) -> list[dict[str, Any]]:
     """The client's first ``count`` stream events that are the chat's messages (a direct
     ``message_sent``, answering a retry, is outside the stream), reading on until it has them."""
@@ -376,6 +375,7 @@ async def stream_messages(client: WsClient, chat_id: str, count: int) -> list[di
         if len(got) >= count:
             return got[:count]
         await client.next_frame(timeout=180)
+
 
 # -- concurrency -------------------------------------------------------------------------------
 @pytest.mark.timeout(240)
@@ -419,16 +419,16 @@ async def test_twenty_senders_fifty_messages_each_every_session_gets_all_in_orde
 
     await asyncio.gather(*(send_all(i) for i in range(n_senders)))
     await asyncio.gather(*(acknowledged(i) for i in range(n_senders)))
-    for client in sockets + watchers:
-        got = await stream_messages(client, chat["id"], total)
+    received = [await stream_messages(client, chat["id"], total) for client in sockets + watchers]
+    for got in received:
         assert [f["message"]["seq"] for f in got] == list(range(1, total + 1))
         assert len({f["event_id"] for f in got}) == total
     errors = [f for c in sockets + watchers for f in c.frames
               if f.get("type") == "error" and f["code"] != "service_unavailable"]
     assert errors == []
     # each sender's messages are stored once each, in its own order unless it had to retry
-    for i, client in enumerate(sockets):
-        mine = [f["message"]["text"] for f in await stream_messages(client, chat["id"], total)
+    for i in range(n_senders):
+        mine = [f["message"]["text"] for f in received[i]
                 if f["message"]["sender_id"] == senders[i].id]
         expected = [f"{i}:{j}" for j in range(per_sender)]
         assert (sorted(mine) == sorted(expected)) if i in retried else (mine == expected)

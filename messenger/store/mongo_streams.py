@@ -325,11 +325,11 @@ class MongoStreamsMixin:
             if not existed and event.users:
                 own.append(Fanning(chat_offset, event.payload, event.users, event.marker))
         copies = (await self._complete_chat(log, through, own))[1] if through else {}
+        # of entries that were there, left incomplete by their writers: the copies written now
         mine = {entry.chat_offset for entry in own}
+        completed = {offset: made for offset, made in copies.items() if offset not in mine}
         return [
-            # an entry that was there, left incomplete by its writer: the copies completed now
-            ChatEventWrite(chat_offset, {} if chat_offset in mine else copies.get(chat_offset, {}),
-                           existed=True) if existed
+            ChatEventWrite(chat_offset, completed.get(chat_offset, {}), existed=True) if existed
             else ChatEventWrite(chat_offset, copies.get(chat_offset, {}))
             for chat_offset, existed in placed
         ]
